@@ -149,7 +149,7 @@ build_helm() {
   # Helm derives its default Kubernetes version from the client-go it was built with (as its Makefile
   # does); without these flags `helm template` assumes Kubernetes v1.20.
   kv=$(go list -m -f '{{.Version}}' k8s.io/client-go)
-  kmaj=$(( ${kv#v0.} > 0 ? 1 : 1 )); kmin=$(echo "$kv" | cut -d. -f2)
+  kmaj=1; kmin=$(echo "$kv" | cut -d. -f2)  # client-go v0.N.x ships with Kubernetes v1.N
   local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
   ld+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
   ld+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=$kmaj -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$kmin"
