@@ -13,19 +13,19 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CLUSTER_SH = ROOT / "hack" / "cluster.sh"
-TOOLS_BIN = ROOT / ".tools" / "bin"
+_ROOT = Path(__file__).resolve().parents[1]
+# `from tests.helpers import ...` works however pytest was started (pytest, python -m pytest, any cwd).
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
 
-# `from tests.helpers import wait_for` works whichever way pytest was started.
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tests.helpers import ROOT, TOOLS_BIN, Cluster, Kubectl  # noqa: E402
+
+CLUSTER_SH = ROOT / "hack" / "cluster.sh"
 
 _AUTO_MARKS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
 
@@ -42,20 +42,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(_AUTO_MARKS[parts[0]])
 
 
-def tool(name: str) -> Path:
-    """Path of a control-plane binary, looked up as hack/cluster.sh does: $TELECHAT_TOOLS_DIR, .tools/bin."""
-    tools_dir = os.environ.get("TELECHAT_TOOLS_DIR")
-    if tools_dir and (Path(tools_dir) / name).is_file():
-        return Path(tools_dir) / name
-    return TOOLS_BIN / name
-
-
-class Kubectl(Protocol):
-    def __call__(
-        self, *args: str, check: bool = False, input: str | None = None, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]: ...
-
-
 def _cluster_dir() -> Path:
     return Path(os.environ.get("TELECHAT_CLUSTER_DIR") or ROOT / ".cluster").resolve()
 
@@ -70,36 +56,6 @@ def _run_cluster_sh(command: str, timeout: float) -> subprocess.CompletedProcess
         stdin=subprocess.DEVNULL,
         check=False,
     )
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """The running local control plane."""
-
-    dir: Path
-    kubeconfig: Path
-    started_here: bool
-    env: dict[str, str] = field(repr=False)
-    """Environment for subprocesses: KUBECONFIG set and .tools/bin first on PATH."""
-
-    def kubectl(
-        self, *args: str, check: bool = False, input: str | None = None, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        """Run .tools/bin/kubectl against this cluster; raise on failure only when ``check``."""
-        proc = subprocess.run(
-            [str(tool("kubectl")), "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            input=input,
-            timeout=timeout,
-            env=self.env,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +92,7 @@ def k8s(cluster: Cluster) -> Iterator[Any]:
     """A ``kubernetes.client.ApiClient`` for the cluster's admin kubeconfig."""
     from kubernetes import config  # imported here so unit tests never need the client
 
-    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
     try:
         yield api_client
     finally:
