@@ -1,0 +1,1 @@
+"""Reconcile: desired objects vs observed ones (plan), apply, observe, write status."""

@@ -1,0 +1,167 @@
+"""Pure status derivation: what the Deployment and its pods say, as conditions a user can act on.
+
+Readiness is vLLM's own: a pod is Ready only once its readiness probe on /health passes, which vLLM answers
+only after the weights are loaded. Pod-level problems (unschedulable, image pulls, crash loops with vLLM's
+last log lines) are reported with the pod's own words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api.status import DEGRADED, PROGRESSING, READY, SPEC_VALID
+from .conditions import Cond
+
+_WAITING_PROBLEMS = {
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+}
+
+
+@dataclass
+class Observation:
+    generation: int | None
+    desired_replicas: int
+    deployment: dict[str, Any] | None
+    pods: list[dict[str, Any]]
+    spec_errors: list[str] = field(default_factory=list)
+    spec_error_reason: str = "InvalidSpec"
+    notes: list[str] = field(default_factory=list)
+    apply_error: str | None = None
+    gpu_resource: str = "nvidia.com/gpu"
+    gpus_per_replica: int = 0
+    # GPU planning: the most GPUs of this resource any node offers (None when nodes are not watched).
+    largest_node_gpus: int | None = None
+
+
+@dataclass
+class PodProblem:
+    reason: str
+    message: str
+
+
+def _pod_problems(pods: list[dict[str, Any]]) -> list[PodProblem]:
+    problems: list[PodProblem] = []
+    for pod in pods:
+        name = pod.get("metadata", {}).get("name", "?")
+        status = pod.get("status") or {}
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                reason = cond.get("reason") or "Unschedulable"
+                problems.append(PodProblem(reason, f"pod {name}: {cond.get('message', '')}".strip()))
+        for cs in status.get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            last = (cs.get("lastState") or {}).get("terminated") or {}
+            terminated = (cs.get("state") or {}).get("terminated") or {}
+            if waiting.get("reason") in _WAITING_PROBLEMS:
+                detail = waiting.get("message") or ""
+                if last.get("message"):
+                    # vLLM's own last lines (terminationMessagePolicy: FallbackToLogsOnError).
+                    detail = f"exit code {last.get('exitCode')}: {last['message'].strip()}"
+                problems.append(PodProblem(waiting["reason"], f"pod {name}: {detail}".strip()))
+            elif terminated and terminated.get("exitCode", 0) != 0:
+                text = (terminated.get("message") or terminated.get("reason") or "").strip()
+                problems.append(
+                    PodProblem("EngineFailed", f"pod {name}: exit code {terminated.get('exitCode')}: {text}")
+                )
+    return problems
+
+
+def _rollout(deployment: dict[str, Any], desired: int) -> tuple[bool, int, int]:
+    """(rollout complete, pods, ready pods) from a Deployment's status."""
+    meta = deployment.get("metadata") or {}
+    status = deployment.get("status") or {}
+    current = status.get("observedGeneration", 0) >= meta.get("generation", 0)
+    replicas = status.get("replicas", 0)
+    updated = status.get("updatedReplicas", 0)
+    ready = status.get("readyReplicas", 0)
+    done = current and updated == desired and replicas == desired
+    return done, replicas, ready
+
+
+def _deadline_exceeded(deployment: dict[str, Any]) -> str | None:
+    for cond in (deployment.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return str(cond.get("message") or "progress deadline exceeded")
+    return None
+
+
+def _gpu_hint(obs: Observation) -> str:
+    if obs.largest_node_gpus is None or obs.gpus_per_replica <= obs.largest_node_gpus:
+        return ""
+    return (
+        f" Each replica needs {obs.gpus_per_replica} {obs.gpu_resource} on one node; the largest node offers "
+        f"{obs.largest_node_gpus}: lower tensorParallelSize x pipelineParallelSize or add bigger nodes."
+    )
+
+
+def derive(obs: Observation) -> tuple[str, list[Cond], int, int]:
+    """(phase, conditions, pods, ready pods)."""
+    dep = obs.deployment
+    pods_total, ready = 0, 0
+    done = False
+    if dep is not None:
+        done, pods_total, ready = _rollout(dep, obs.desired_replicas)
+    desired = obs.desired_replicas
+    summary = f"{ready}/{desired} replicas ready"
+
+    if obs.spec_errors:
+        message = "; ".join(obs.spec_errors)
+        keeping = f" The previous configuration keeps serving ({summary})." if dep is not None else ""
+        return (
+            "Invalid",
+            [
+                Cond(READY, "False", obs.spec_error_reason, message + keeping),
+                Cond(PROGRESSING, "False", obs.spec_error_reason, "waiting for a valid spec"),
+                Cond(DEGRADED, "True", obs.spec_error_reason, message),
+                Cond(SPEC_VALID, "False", obs.spec_error_reason, message),
+            ],
+            pods_total,
+            ready,
+        )
+
+    valid = Cond(SPEC_VALID, "True", "Valid", "; ".join(obs.notes))
+    problems = _pod_problems(obs.pods)
+    if obs.apply_error:
+        problems.insert(0, PodProblem("ApplyFailed", obs.apply_error))
+    if dep is not None and (deadline := _deadline_exceeded(dep)):
+        problems.append(PodProblem("ProgressDeadlineExceeded", deadline))
+
+    if dep is None:
+        progressing = Cond(PROGRESSING, "True", "Creating", "creating the vLLM Deployment")
+        ready_cond = Cond(READY, "False", "Creating", summary)
+        phase = "Pending"
+    elif desired == 0:
+        progressing = Cond(PROGRESSING, "False" if done else "True", "ScaledToZero", "no replicas requested")
+        ready_cond = Cond(READY, "True" if done else "False", "ScaledToZero", "no replicas requested")
+        phase = "ScaledToZero"
+    elif done and ready >= desired:
+        progressing = Cond(PROGRESSING, "False", "RolloutComplete", summary)
+        ready_cond = Cond(READY, "True", "ModelServing", f"{summary}; vLLM answers /health")
+        phase = "Ready"
+    else:
+        scheduled = any(p.reason == "Unschedulable" for p in problems)
+        reason = "RolloutInProgress" if not done else "ModelLoading"
+        progressing = Cond(PROGRESSING, "True", reason, summary)
+        ready_cond = Cond(READY, "False", "Unschedulable" if scheduled else reason, summary)
+        phase = "Pending" if scheduled and ready == 0 else "Loading"
+
+    if problems:
+        first = problems[0]
+        message = "; ".join(p.message for p in problems[:5])
+        if first.reason == "Unschedulable":
+            message += _gpu_hint(obs)
+        degraded = Cond(DEGRADED, "True", first.reason, message)
+        if ready_cond.status == "False":
+            ready_cond = Cond(READY, "False", first.reason, f"{summary}: {message}")
+        if phase != "Pending":
+            phase = "Degraded"
+    else:
+        degraded = Cond(DEGRADED, "False", "AsExpected", "")
+    return phase, [ready_cond, progressing, degraded, valid], pods_total, ready

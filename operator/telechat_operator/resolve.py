@@ -1,0 +1,142 @@
+"""Turn a spec into the effective settings the renderer uses: catalog defaults and fixes applied.
+
+Pure and deterministic. Everything that depends on which model is served (tensor parallel default,
+rope_theta, the architecture override, the chat template, the startup budget) is decided here once, so
+the renderer only lays these values out as Kubernetes objects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from .api.spec import TeleChatDeploymentSpec
+from .catalog import VLLM_ARCHITECTURE, ModelShape, ResolvedModel, resolve_model
+from .config import OperatorConfig
+
+GIB = 1024**3
+
+
+def telechat_chat_template() -> str:
+    """TeleChat's chat template, shipped with the operator (TeleChat2-115B ships none)."""
+    return resources.files("telechat_operator").joinpath("templates/telechat.jinja").read_text()
+
+
+@dataclass(frozen=True)
+class Effective:
+    """Settings after defaults; what the renderer renders."""
+
+    model: ResolvedModel
+    served_model_name: str
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    max_model_len: int | None
+    hf_overrides: dict[str, Any]
+    chat_template: str | None
+    generation_config: dict[str, Any] | None
+    startup_budget_seconds: int
+    shared_memory_size: str
+    image: str
+    image_pull_policy: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> ModelShape | None:
+        return self.model.shape
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+
+def _hf_overrides(spec: TeleChatDeploymentSpec, shape: ModelShape | None) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if shape is not None and shape.needs_architecture_override():
+        # vLLM registers only TeleChat2ForCausalLM; the 115B and older 7B checkpoints name other classes.
+        overrides["architectures"] = [VLLM_ARCHITECTURE]
+    rope = spec.engine.rope_scaling
+    if rope is not None:
+        scaling: dict[str, Any] = {"rope_type": rope.type, "factor": rope.factor}
+        if rope.original_max_position_embeddings is not None:
+            scaling["original_max_position_embeddings"] = rope.original_max_position_embeddings
+        elif rope.type == "yarn" and shape is not None:
+            scaling["original_max_position_embeddings"] = shape.native_context
+        overrides["rope_scaling"] = scaling
+        # vLLM resets rope_theta when rope_scaling is overridden; send the model's own with it.
+        theta = rope.rope_theta if rope.rope_theta is not None else (shape.rope_theta if shape else None)
+        if theta is not None:
+            overrides["rope_theta"] = theta
+    return overrides
+
+
+def _generation_config(spec: TeleChatDeploymentSpec) -> dict[str, Any] | None:
+    sampling = spec.sampling
+    if sampling is None:
+        return None
+    # Keys as in a Hugging Face generation_config.json, which vLLM's --generation-config reads.
+    values = {
+        "temperature": sampling.temperature,
+        "repetition_penalty": sampling.repetition_penalty,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "max_new_tokens": sampling.max_tokens,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _startup_budget(spec: TeleChatDeploymentSpec, shape: ModelShape | None, config: OperatorConfig) -> int:
+    if spec.probes.startup_budget_seconds is not None:
+        return spec.probes.startup_budget_seconds
+    budgets = config.probe_budgets
+    if shape is None:
+        return budgets.unknown_model_seconds
+    if spec.model.pvc is not None:
+        loaded_gb = shape.weights_gb(spec.engine.dtype)
+        seconds = budgets.load_base_seconds + loaded_gb * budgets.load_seconds_per_gb
+    else:
+        stored_gb = shape.weights_gb("auto")
+        seconds = budgets.download_base_seconds + stored_gb * budgets.download_seconds_per_gb
+    # Round up to whole minutes: readable in the pod spec and stable across small config changes.
+    return int(math.ceil(seconds / 60.0) * 60)
+
+
+def _shared_memory(spec: TeleChatDeploymentSpec, gpus: int) -> str:
+    if spec.resources.shared_memory_size is not None:
+        return str(spec.resources.shared_memory_size)
+    # NCCL keeps per-peer buffers in /dev/shm; the container runtime's 64Mi default breaks tensor parallel.
+    return f"{1 + 2 * gpus}Gi"
+
+
+def effective(spec: TeleChatDeploymentSpec, config: OperatorConfig) -> Effective:
+    model = resolve_model(spec.model.name)
+    shape = model.shape
+    tp = spec.engine.tensor_parallel_size
+    if tp is None:
+        tp = shape.default_tensor_parallel_size if shape else 1
+    pp = spec.engine.pipeline_parallel_size
+    notes: list[str] = []
+    if model.rewritten_from:
+        notes.append(f"model {model.rewritten_from!r} resolved to {model.model_id!r}")
+
+    chat_template = spec.engine.chat_template
+    if chat_template is None and shape is not None and not shape.ships_chat_template:
+        chat_template = telechat_chat_template()
+        notes.append(f"{model.model_id} ships no chat template; serving TeleChat's")
+
+    return Effective(
+        model=model,
+        served_model_name=spec.model.served_model_name or model.model_id,
+        tensor_parallel_size=tp,
+        pipeline_parallel_size=pp,
+        max_model_len=spec.engine.max_model_len,
+        hf_overrides=_hf_overrides(spec, shape),
+        chat_template=chat_template,
+        generation_config=_generation_config(spec),
+        startup_budget_seconds=_startup_budget(spec, shape, config),
+        shared_memory_size=_shared_memory(spec, tp * pp),
+        image=spec.engine.image or config.vllm_image,
+        image_pull_policy=spec.engine.image_pull_policy or config.image_pull_policy,
+        notes=notes,
+    )

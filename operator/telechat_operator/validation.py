@@ -1,0 +1,200 @@
+"""Validation of a TeleChatDeployment beyond what the CRD schema can express.
+
+Used three times with the same code: by the validating admission webhook (refuse at ``kubectl apply``),
+by the reconciler (a safety net when the webhook is not installed: status condition and Event), and by
+``telechat-operator render``. Pure: no API calls; Secrets are checked by the reconciler.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from .api.spec import OWNED_FLAGS, OWNED_SHORT_FLAGS, TeleChatDeploymentSpec
+from .catalog import gpu_memory_gb
+from .config import OperatorConfig
+from .resolve import Effective, effective
+
+# Environment variables the operator sets; overriding them would bypass Secrets or the spec.
+OWNED_ENV = frozenset(
+    {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "VLLM_API_KEY", "HF_HOME", "HF_HUB_OFFLINE", "HOME"}
+)
+_FLAG = re.compile(r"^(--[A-Za-z0-9_-]+|-[A-Za-z]+)(=.*)?$")
+# Fraction of GPU memory vLLM takes by default.
+VLLM_DEFAULT_GPU_UTILIZATION = 0.92
+
+
+class SpecError(ValueError):
+    """A spec that cannot be served; ``errors`` are complete sentences naming the field."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass
+class Verdict:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def _pydantic_messages(exc: ValidationError) -> list[str]:
+    messages = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in ("spec", *err["loc"]))
+        messages.append(f"{where}: {err['msg']}")
+    return messages
+
+
+def parse_spec(raw: dict[str, Any] | None) -> TeleChatDeploymentSpec:
+    """Read a stored spec; raises SpecError with one message per bad field."""
+    try:
+        return TeleChatDeploymentSpec.model_validate(raw or {})
+    except ValidationError as exc:
+        raise SpecError(_pydantic_messages(exc)) from None
+
+
+def _flag_name(arg: str) -> str | None:
+    match = _FLAG.match(arg)
+    if not match:
+        return None
+    return match.group(1).lstrip("-").replace("_", "-")
+
+
+def _check_extra_args(spec: TeleChatDeploymentSpec, verdict: Verdict) -> None:
+    owned = set(OWNED_FLAGS) | set(OWNED_SHORT_FLAGS)
+    for arg in spec.engine.extra_args:
+        name = _flag_name(arg)
+        if name in owned:
+            verdict.errors.append(
+                f"spec.engine.extraArgs: {arg.split('=')[0]} is rendered by the operator from the spec; "
+                "set the corresponding spec field instead"
+            )
+
+
+def _check_env(spec: TeleChatDeploymentSpec, verdict: Verdict) -> None:
+    for var in spec.engine.env:
+        if var.name in OWNED_ENV:
+            verdict.errors.append(
+                f"spec.engine.env: {var.name} is set by the operator (tokens come from "
+                "spec.model.hfTokenSecretRef and spec.apiKeySecretRef)"
+            )
+        if var.value is not None and var.value_from is not None:
+            verdict.errors.append(f"spec.engine.env: {var.name} sets both value and valueFrom")
+
+
+def _check_model(spec: TeleChatDeploymentSpec, eff: Effective, verdict: Verdict) -> None:
+    shape = eff.shape
+    tp, pp = eff.tensor_parallel_size, eff.pipeline_parallel_size
+    if shape is None:
+        return
+    name = shape.model_id
+    if not spec.model.trust_remote_code:
+        verdict.errors.append(
+            f"spec.model.trustRemoteCode: {name} needs its own config and tokenizer code; it must be true"
+        )
+    if shape.heads % tp or shape.kv_heads % tp:
+        sizes = ", ".join(str(n) for n in shape.valid_tensor_parallel_sizes())
+        verdict.errors.append(
+            f"spec.engine.tensorParallelSize: {tp} does not divide {name}'s {shape.heads} attention heads "
+            f"and {shape.kv_heads} KV heads; valid sizes: {sizes}"
+        )
+    if pp > shape.layers:
+        verdict.errors.append(
+            f"spec.engine.pipelineParallelSize: {pp} exceeds {name}'s {shape.layers} layers"
+        )
+    rope = spec.engine.rope_scaling
+    factor = rope.factor if rope is not None else 1.0
+    if rope is not None and rope.original_max_position_embeddings is not None:
+        native = rope.original_max_position_embeddings
+    else:
+        native = shape.native_context
+    limit = int(native * factor)
+    if eff.max_model_len is not None and eff.max_model_len > limit:
+        if rope is None:
+            hint = f"add engine.ropeScaling (dynamic, factor >= {eff.max_model_len / native:.2f})"
+            detail = f"its native context {native}"
+        else:
+            hint = "raise engine.ropeScaling.factor or lower maxModelLen"
+            detail = f"its native context {native} x rope factor {factor:g} = {limit}"
+        verdict.errors.append(
+            f"spec.engine.maxModelLen: {eff.max_model_len} exceeds what {name} supports, {detail}; {hint}"
+        )
+    _check_fit(spec, eff, verdict)
+
+
+def _check_fit(spec: TeleChatDeploymentSpec, eff: Effective, verdict: Verdict) -> None:
+    """GPU planning: do the weights fit in the GPUs one replica gets?"""
+    shape = eff.shape
+    product = spec.resources.gpu_product
+    if shape is None or product is None:
+        return
+    memory = gpu_memory_gb(product)
+    if memory is None:
+        verdict.warnings.append(f"spec.resources.gpuProduct: {product} is unknown; weight fit not checked")
+        return
+    gpus = eff.gpus_per_replica
+    utilization = spec.engine.gpu_memory_utilization or VLLM_DEFAULT_GPU_UTILIZATION
+    usable = memory * utilization * gpus
+    weights = shape.weights_gb(spec.engine.dtype)
+    dtype = spec.engine.dtype if spec.engine.dtype != "auto" else f"auto ({shape.stored_dtype})"
+    if weights >= usable:
+        need = next(
+            (n for n in shape.valid_tensor_parallel_sizes() if weights < memory * utilization * n * eff.pipeline_parallel_size),
+            None,
+        )
+        hint = f"tensorParallelSize {need} would fit" if need else "use a larger GPU or pipeline parallelism"
+        verdict.errors.append(
+            f"spec.resources: {shape.model_id} in {dtype} needs ~{weights:.0f} GB of weights but "
+            f"{gpus} x {product} ({memory:g} GB, {utilization:g} usable) hold {usable:.0f} GB; {hint}"
+        )
+    elif weights > 0.85 * usable:
+        verdict.warnings.append(
+            f"spec.resources: {shape.model_id} weights (~{weights:.0f} GB) leave under 15% of "
+            f"{usable:.0f} GB for the KV cache; expect a short maxModelLen or low concurrency"
+        )
+
+
+def _check_warnings(spec: TeleChatDeploymentSpec, eff: Effective, verdict: Verdict) -> None:
+    if spec.model.pvc is not None and spec.model.revision:
+        verdict.warnings.append("spec.model.revision is ignored when weights come from spec.model.pvc")
+    cache = spec.model.cache
+    if spec.model.pvc is None and cache is None:
+        verdict.warnings.append(
+            "spec.model.cache is not set: weights are downloaded again by every new pod (emptyDir)"
+        )
+    if cache is not None and cache.access_mode == "ReadWriteOnce" and spec.replicas > 1:
+        verdict.warnings.append(
+            "spec.model.cache.accessMode ReadWriteOnce with replicas > 1: pods on other nodes cannot mount it"
+        )
+    if eff.shape is not None and spec.engine.dtype == "float32" and eff.shape.params_billion > 30:
+        verdict.warnings.append(
+            f"spec.engine.dtype float32 doubles {eff.shape.model_id}'s memory; float16 or bfloat16 is usual"
+        )
+
+
+def validate(spec: TeleChatDeploymentSpec, config: OperatorConfig | None = None) -> Verdict:
+    """Model-aware checks of a parsed spec."""
+    verdict = Verdict()
+    eff = effective(spec, config or OperatorConfig())
+    _check_extra_args(spec, verdict)
+    _check_env(spec, verdict)
+    _check_model(spec, eff, verdict)
+    _check_warnings(spec, eff, verdict)
+    return verdict
+
+
+def check(raw_spec: dict[str, Any] | None, config: OperatorConfig | None = None) -> tuple[TeleChatDeploymentSpec, Verdict]:
+    """Parse and validate; raises SpecError for a spec that does not parse or fails a rule."""
+    spec = parse_spec(raw_spec)
+    verdict = validate(spec, config)
+    if not verdict.ok:
+        raise SpecError(verdict.errors)
+    return spec, verdict
