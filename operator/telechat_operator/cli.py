@@ -28,7 +28,9 @@ def _load_documents(path: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def render_documents(docs: list[dict[str, Any]], config: OperatorConfig, namespace: str) -> tuple[str, list[str]]:
+def render_documents(
+    docs: list[dict[str, Any]], config: OperatorConfig, namespace: str
+) -> tuple[str, list[str]]:
     """Multi-document YAML of every object, and the warnings; raises SpecError naming the resource."""
     from . import __version__
 
@@ -48,7 +50,9 @@ def render_documents(docs: list[dict[str, Any]], config: OperatorConfig, namespa
     return "".join(out), warnings
 
 
-def _render_one(doc: dict[str, Any], name: str, ns: str, config: OperatorConfig, warnings: list[str]) -> list[dict[str, Any]]:
+def _render_one(
+    doc: dict[str, Any], name: str, ns: str, config: OperatorConfig, warnings: list[str]
+) -> list[dict[str, Any]]:
     spec, verdict = check(doc.get("spec"), config)
     eff = effective(spec, config)
     warnings.extend(f"{name}: {w}" for w in eff.notes + verdict.warnings)
@@ -123,8 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--priority", type=int, default=0, help="peering priority (highest runs, others pause)")
     run.add_argument("--liveness", default=None, help="health endpoint, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--resync", type=float, default=None, help="seconds between full resyncs")
-    run.add_argument("--webhook", choices=["off", "dev", "server"], default="off",
-                     help="dev: self-signed, registered by the operator; server: certificates from files")
+    run.add_argument(
+        "--webhook",
+        choices=["off", "dev", "server"],
+        default="off",
+        help="dev: self-signed, registered by the operator; server: certificates from files",
+    )
     run.add_argument("--webhook-host", default="127.0.0.1")
     run.add_argument("--webhook-port", type=int, default=9443)
     run.add_argument("--webhook-cert", default=None)

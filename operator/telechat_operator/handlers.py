@@ -53,9 +53,9 @@ class Runtime:
     indexed: asyncio.Event | None = None
 
 
-def _owner_key(body: Any, namespace: str) -> tuple[str, str] | None:
+def _owner_key(body: Any, namespace: str | None) -> tuple[str, str] | None:
     owner = controller_owner(body, c.KIND)
-    return (namespace, owner) if owner else None
+    return (namespace, owner) if owner and namespace else None
 
 
 def _configure(settings: kopf.OperatorSettings, rt: Runtime) -> None:
@@ -87,7 +87,7 @@ def _configure(settings: kopf.OperatorSettings, rt: Runtime) -> None:
         settings.admission.managed = c.GROUP
     elif rt.webhook.mode == "server":
         settings.admission.server = kopf.WebhookServer(
-            addr="0.0.0.0",  # noqa: S104 - in-cluster, behind the webhook Service
+            addr="0.0.0.0",
             port=rt.webhook.port,
             certfile=rt.webhook.certfile,
             pkeyfile=rt.webhook.keyfile,
@@ -104,19 +104,19 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
 
     # --- indices: the operator's view of the cluster, fed by watches --------------------------------
     @kopf.index(c.GROUP, c.VERSION, c.PLURAL, registry=registry)
-    def tcd_owners(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    def tcd_owners(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): snapshot(body, keep=("metadata", "spec", "status"))}
 
     def child_index(plural_ref: tuple[str, str, str], index_id: str) -> None:
         group, version, plural = plural_ref
 
         @kopf.index(group, version, plural, labels=MANAGED, id=index_id, registry=registry)
-        def index(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, Any] | None:
+        def index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Any, Any] | None:
             key = _owner_key(body, namespace)
             return {key: snapshot(body)} if key else None
 
         @kopf.on.event(group, version, plural, labels=MANAGED, id=f"{index_id}-event", registry=registry)
-        def event(body: kopf.Body, namespace: str, **_: Any) -> None:
+        def event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
             mark_indexed()
             key = _owner_key(body, namespace)
             if key:
@@ -128,17 +128,19 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     child_index(("", "v1", "persistentvolumeclaims"), "tcd_pvcs")
 
     @kopf.index("", "v1", "pods", labels=MANAGED, registry=registry)
-    def tcd_pods(body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any) -> dict[Any, Any] | None:
+    def tcd_pods(
+        body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+    ) -> dict[Any, Any] | None:
         instance, component = labels.get(c.LABEL_INSTANCE), labels.get(c.LABEL_COMPONENT)
-        if not instance or not component:
+        if not instance or not component or not namespace:
             return None
         return {(namespace, instance, component): snapshot(body, keep=("metadata", "status"))}
 
     @kopf.on.event("", "v1", "pods", labels=MANAGED, registry=registry)
-    def pod_event(namespace: str, labels: kopf.Labels, **_: Any) -> None:
+    def pod_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
         mark_indexed()
         instance = labels.get(c.LABEL_INSTANCE)
-        if instance and labels.get(c.LABEL_COMPONENT) == "server":
+        if namespace and instance and labels.get(c.LABEL_COMPONENT) == "server":
             rt.queue.add((namespace, instance))
 
     if config.watch_nodes and not config.namespaces:
@@ -154,8 +156,10 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
 
     # --- the resource itself -------------------------------------------------------------------
     @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL, registry=registry)
-    def tcd_event(type: str | None, namespace: str, name: str, **_: Any) -> None:
+    def tcd_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
         mark_indexed()
+        if namespace is None:
+            return
         if type == "DELETED":
             if rt.reconciler is not None:
                 rt.reconciler.forget(namespace, name)

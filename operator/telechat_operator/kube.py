@@ -90,7 +90,7 @@ class Kube:
             self.reads += 1
         else:
             self.writes += 1
-        serialized = self.api.param_serialize(
+        serialized = await self.api.param_serialize(
             method=method,
             resource_path=path,
             query_params=query or [],
@@ -118,9 +118,13 @@ class Kube:
         meta = obj["metadata"]
         path = resource_path(obj["kind"], meta["namespace"], meta["name"])
         query = [("fieldManager", self.field_manager), ("force", "true")]
-        return await self.request("PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml")
+        return await self.request(
+            "PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml"
+        )
 
-    async def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
         """Merge-patch the status subresource (replaces the conditions list as a whole)."""
         path = resource_path(kind, namespace, name, "status")
         return await self.request(

@@ -147,7 +147,11 @@ def _check_fit(spec: TeleChatDeploymentSpec, eff: Effective, verdict: Verdict) -
     dtype = spec.engine.dtype if spec.engine.dtype != "auto" else f"auto ({shape.stored_dtype})"
     if weights >= usable:
         need = next(
-            (n for n in shape.valid_tensor_parallel_sizes() if weights < memory * utilization * n * eff.pipeline_parallel_size),
+            (
+                n
+                for n in shape.valid_tensor_parallel_sizes()
+                if weights < memory * utilization * n * eff.pipeline_parallel_size
+            ),
             None,
         )
         hint = f"tensorParallelSize {need} would fit" if need else "use a larger GPU or pipeline parallelism"
@@ -191,7 +195,9 @@ def validate(spec: TeleChatDeploymentSpec, config: OperatorConfig | None = None)
     return verdict
 
 
-def check(raw_spec: dict[str, Any] | None, config: OperatorConfig | None = None) -> tuple[TeleChatDeploymentSpec, Verdict]:
+def check(
+    raw_spec: dict[str, Any] | None, config: OperatorConfig | None = None
+) -> tuple[TeleChatDeploymentSpec, Verdict]:
     """Parse and validate; raises SpecError for a spec that does not parse or fails a rule."""
     spec = parse_spec(raw_spec)
     verdict = validate(spec, config)

@@ -12,9 +12,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 # A Kubernetes resource quantity: 8, "500m", "64Gi".
-QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+_NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+QUANTITY_PATTERN = rf"^(\+|-)?{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$"
 Quantity = Annotated[int | Annotated[str, Field(pattern=QUANTITY_PATTERN)], Field()]
 
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -54,9 +56,9 @@ _OWNED_FLAG_REGEX = (
 ).replace(".", "\\.")
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """One x-kubernetes-validations entry (a CEL rule evaluated by the API server at admission)."""
-    entry = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     return entry
@@ -72,9 +74,7 @@ class SecretKeyRef(SpecModel):
     """A key in a Secret in the resource's namespace. The value is passed to vLLM by reference only."""
 
     name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="Secret name.")
-    key: str = Field(
-        "token", min_length=1, max_length=253, description="Key in the Secret. Default: token."
-    )
+    key: str = Field("token", min_length=1, max_length=253, description="Key in the Secret. Default: token.")
 
 
 class PVCModelSource(SpecModel):
@@ -114,7 +114,9 @@ class ModelCache(SpecModel):
     )
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] | None = Field(
         None,
-        description="Access mode of the created PVC. Default: ReadWriteMany when replicas > 1, else ReadWriteOnce.",
+        description=(
+            "Access mode of the created PVC. Default: ReadWriteMany when replicas > 1, else ReadWriteOnce."
+        ),
     )
     existing_claim: str | None = Field(
         None, max_length=253, pattern=DNS_SUBDOMAIN, description="Use this existing PVC as the cache."
@@ -236,8 +238,8 @@ class EngineSpec(SpecModel):
             "x-kubernetes-validations": [
                 cel(
                     f"self.all(a, !a.matches('{_OWNED_FLAG_REGEX}'))",
-                    "extraArgs must not set flags the operator renders from the spec "
-                    "(model, parallel sizes, dtype, max-model-len, hf-overrides, chat-template, host, port, ...)",
+                    "extraArgs must not set flags the operator renders from the spec (model, parallel "
+                    "sizes, dtype, max-model-len, hf-overrides, chat-template, host, port, ...)",
                 )
             ]
         },

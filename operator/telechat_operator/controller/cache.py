@@ -20,7 +20,9 @@ class IndexLike(Protocol):
     def get(self, key: Any, default: Any = None) -> Any: ...
 
 
-def snapshot(body: Mapping[str, Any], keep: Iterable[str] = ("metadata", "spec", "status", "data")) -> dict[str, Any]:
+def snapshot(
+    body: Mapping[str, Any], keep: Iterable[str] = ("metadata", "spec", "status", "data")
+) -> dict[str, Any]:
     """A plain copy of a watched object without managedFields (memory, and they are never compared)."""
     out: dict[str, Any] = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind")}
     for field in keep:
@@ -123,5 +125,9 @@ class ObservedState:
         self._written[(ns, "owner", name)] = snapshot(obj)
 
     def forget(self, ns: str, name: str) -> None:
-        for key in [k for k, v in self._written.items() if k[0] == ns and (v.get("_owner") == name or k == (ns, "owner", name))]:
+        for key in [
+            k
+            for k, v in self._written.items()
+            if k[0] == ns and (v.get("_owner") == name or k == (ns, "owner", name))
+        ]:
             del self._written[key]

@@ -50,7 +50,7 @@ class Plan:
 
 
 def plan(desired: list[dict[str, Any]], observed: dict[ObjectKey, dict[str, Any]]) -> Plan:
-    """Apply what is missing or differs; delete owned objects no longer rendered (e.g. a dropped cache PVC)."""
+    """Apply what is missing or differs; delete owned objects no longer rendered (a dropped cache PVC)."""
     result = Plan()
     wanted = set()
     for obj in desired:

@@ -55,7 +55,9 @@ class Reconciler:
         self._secrets_ok: dict[tuple[str, str], int | None] = {}
         self._instance = socket.gethostname()
 
-    async def _missing_secrets(self, ns: str, name: str, generation: int | None, spec: TeleChatDeploymentSpec) -> list[str]:
+    async def _missing_secrets(
+        self, ns: str, name: str, generation: int | None, spec: TeleChatDeploymentSpec
+    ) -> list[str]:
         refs: list[tuple[str, SecretKeyRef]] = []
         if spec.model.hf_token_secret_ref is not None:
             refs.append(("spec.model.hfTokenSecretRef", spec.model.hf_token_secret_ref))
@@ -68,13 +70,17 @@ class Reconciler:
             secret = await self.kube.get("Secret", ns, ref.name)
             if secret is None:
                 missing.append(f"{field}: Secret {ref.name!r} not found in namespace {ns!r}")
-            elif ref.key not in (secret.get("data") or {}) and ref.key not in (secret.get("stringData") or {}):
+            elif ref.key not in (secret.get("data") or {}) and ref.key not in (
+                secret.get("stringData") or {}
+            ):
                 missing.append(f"{field}: Secret {ref.name!r} has no key {ref.key!r}")
         if not missing:
             self._secrets_ok[(ns, name)] = generation
         return missing
 
-    async def _apply_children(self, ns: str, name: str, uid: str, spec: TeleChatDeploymentSpec, eff: Effective) -> tuple[Outcome, str | None, dict[str, Any] | None]:
+    async def _apply_children(
+        self, ns: str, name: str, uid: str, spec: TeleChatDeploymentSpec, eff: Effective
+    ) -> tuple[Outcome, str | None, dict[str, Any] | None]:
         outcome = Outcome()
         owner = Owner(c.API_VERSION, c.KIND, name, ns, uid)
         rendered = render_deployment_set(spec, eff, owner)
@@ -150,13 +156,21 @@ class Reconciler:
         await self._write_status(body, obs, spec, eff, outcome)
         return outcome
 
-    def _status(self, body: dict[str, Any], obs: Observation, spec: TeleChatDeploymentSpec | None, eff: Effective | None) -> dict[str, Any]:
+    def _status(
+        self,
+        body: dict[str, Any],
+        obs: Observation,
+        spec: TeleChatDeploymentSpec | None,
+        eff: Effective | None,
+    ) -> dict[str, Any]:
         previous = body.get("status") or {}
         phase, conds, pods, ready = derive(obs)
         status: dict[str, Any] = {
             "observedGeneration": obs.generation,
             "phase": phase,
-            "conditions": merge_conditions(previous.get("conditions") or [], conds, now_rfc3339(), obs.generation),
+            "conditions": merge_conditions(
+                previous.get("conditions") or [], conds, now_rfc3339(), obs.generation
+            ),
             "replicas": pods,
             "readyReplicas": ready,
             "ready": f"{ready}/{obs.desired_replicas}",
@@ -165,9 +179,16 @@ class Reconciler:
             name, ns = body["metadata"]["name"], body["metadata"]["namespace"]
             status.update(
                 {
-                    "selector": ",".join(f"{k}={v}" for k, v in sorted({
-                        c.LABEL_NAME: c.APP_NAME, c.LABEL_INSTANCE: name, c.LABEL_COMPONENT: COMPONENT
-                    }.items())),
+                    "selector": ",".join(
+                        f"{k}={v}"
+                        for k, v in sorted(
+                            {
+                                c.LABEL_NAME: c.APP_NAME,
+                                c.LABEL_INSTANCE: name,
+                                c.LABEL_COMPONENT: COMPONENT,
+                            }.items()
+                        )
+                    ),
                     "modelId": eff.model.model_id,
                     "servedModelName": eff.served_model_name,
                     "tensorParallelSize": eff.tensor_parallel_size,
@@ -178,13 +199,28 @@ class Reconciler:
                 }
             )
         else:
-            for key in ("selector", "modelId", "servedModelName", "tensorParallelSize", "pipelineParallelSize",
-                        "gpusPerReplica", "gpus", "endpoint"):
+            for key in (
+                "selector",
+                "modelId",
+                "servedModelName",
+                "tensorParallelSize",
+                "pipelineParallelSize",
+                "gpusPerReplica",
+                "gpus",
+                "endpoint",
+            ):
                 if key in previous:
                     status[key] = previous[key]
         return status
 
-    async def _write_status(self, body: dict[str, Any], obs: Observation, spec: TeleChatDeploymentSpec | None, eff: Effective | None, outcome: Outcome) -> None:
+    async def _write_status(
+        self,
+        body: dict[str, Any],
+        obs: Observation,
+        spec: TeleChatDeploymentSpec | None,
+        eff: Effective | None,
+        outcome: Outcome,
+    ) -> None:
         previous = body.get("status") or {}
         status = self._status(body, obs, spec, eff)
         if all(previous.get(k) == v for k, v in status.items()):
@@ -214,14 +250,22 @@ class Reconciler:
             return "Normal"
         if kind == "Ready" and status == "False" and before is not None and before[0] == "True":
             return "Warning"
-        if (kind, status) in (("SpecValid", "True"), ("Degraded", "False")) and before is not None and before[0] != status:
+        if (
+            (kind, status) in (("SpecValid", "True"), ("Degraded", "False"))
+            and before is not None
+            and before[0] != status
+        ):
             return "Normal"
         return None
 
     async def _event(self, body: dict[str, Any], cond: dict[str, Any], kind: str) -> None:
         meta = body["metadata"]
         now = now_rfc3339()
-        message = f"{cond['type']}={cond['status']}: {cond['message']}" if cond["message"] else f"{cond['type']}={cond['status']}"
+        message = (
+            f"{cond['type']}={cond['status']}: {cond['message']}"
+            if cond["message"]
+            else f"{cond['type']}={cond['status']}"
+        )
         await self.kube.post_event(
             {
                 "apiVersion": "v1",

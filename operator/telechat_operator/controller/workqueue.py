@@ -48,7 +48,7 @@ class WorkQueue:
     def retry(self, key: Hashable) -> float:
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
-        delay = min(self.base_delay * 2 ** (failures - 1), self.max_delay)
+        delay: float = min(self.base_delay * 2.0 ** (failures - 1), self.max_delay)
         self.add_after(key, delay)
         return delay
 

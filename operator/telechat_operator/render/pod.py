@@ -47,7 +47,10 @@ def _env(spec: TeleChatDeploymentSpec) -> list[dict[str, Any]]:
     if api_key is not None:
         # vLLM reads VLLM_API_KEY when --api-key is not given: the key never appears in args or ConfigMaps.
         env.append(
-            {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": api_key.name, "key": api_key.key}}}
+            {
+                "name": "VLLM_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": api_key.name, "key": api_key.key}},
+            }
         )
     for var in spec.engine.env:
         item: dict[str, Any] = {"name": var.name}
