@@ -103,7 +103,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             rt.indexed.set()
 
     # --- indices: the operator's view of the cluster, fed by watches --------------------------------
-    @kopf.index(c.GROUP, c.VERSION, c.PLURAL, registry=registry)
+    @kopf.index(c.GROUP, c.VERSION, c.PLURAL, id="tcd_owners", registry=registry)
     def tcd_owners(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): snapshot(body, keep=("metadata", "spec", "status"))}
 
@@ -127,7 +127,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     child_index(("apps", "v1", "deployments"), "tcd_deployments")
     child_index(("", "v1", "persistentvolumeclaims"), "tcd_pvcs")
 
-    @kopf.index("", "v1", "pods", labels=MANAGED, registry=registry)
+    @kopf.index("", "v1", "pods", labels=MANAGED, id="tcd_pods", registry=registry)
     def tcd_pods(
         body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
     ) -> dict[Any, Any] | None:
@@ -145,7 +145,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
 
     if config.watch_nodes and not config.namespaces:
 
-        @kopf.index("", "v1", "nodes", registry=registry)
+        @kopf.index("", "v1", "nodes", id="gpu_nodes", registry=registry)
         def gpu_nodes(status: kopf.Status, **_: Any) -> dict[Any, Any]:
             """Extended resources each node offers, for "no node has N GPUs" in status."""
             offers: dict[Any, Any] = {}
@@ -183,6 +183,12 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             raise kopf.AdmissionError(exc.message, code=422) from None
 
     # --- lifecycle -----------------------------------------------------------------------------
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A registry of our own gets no default login handlers: use the official client's config
+        # loading (in-cluster service account, else kubeconfig), as our own API client does.
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
         _configure(settings, rt)

@@ -51,9 +51,8 @@ OWNED_FLAGS: tuple[str, ...] = (
     "download-dir",
 )
 OWNED_SHORT_FLAGS: tuple[str, ...] = ("tp", "pp")
-_OWNED_FLAG_REGEX = (
-    "^(--(" + "|".join(OWNED_FLAGS) + ")|-(" + "|".join(OWNED_SHORT_FLAGS) + "))(=.*)?$"
-).replace(".", "\\.")
+# Flag names hold only letters, digits and '-', so the regex needs no escaping inside a CEL string.
+_OWNED_FLAG_REGEX = "^(--(" + "|".join(OWNED_FLAGS) + ")|-(" + "|".join(OWNED_SHORT_FLAGS) + "))(=.*)?$"
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
