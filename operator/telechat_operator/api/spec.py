@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
@@ -121,6 +121,13 @@ class ModelCache(SpecModel):
         None, max_length=253, pattern=DNS_SUBDOMAIN, description="Use this existing PVC as the cache."
     )
 
+    @model_validator(mode="after")
+    def _size_or_claim(self) -> ModelCache:
+        # Mirrors the CEL rule above, for `render` and clusters where the CRD is older than the operator.
+        if self.size is not None and self.existing_claim is not None:
+            raise ValueError("set either cache.size (the operator creates a PVC) or cache.existingClaim, not both")
+        return self
+
 
 class ModelSpec(SpecModel):
     """Which TeleChat model to serve and where its weights come from."""
@@ -164,6 +171,12 @@ class ModelSpec(SpecModel):
     hf_token_secret_ref: SecretKeyRef | None = Field(
         None, description="Secret holding a Hugging Face token (gated or private models)."
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if self.pvc is not None and self.cache is not None:
+            raise ValueError("model.pvc (weights on a volume) and model.cache (download cache) are exclusive")
+        return self
 
 
 class RopeScaling(SpecModel):
