@@ -104,7 +104,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         keyfile=args.webhook_key,
     )
     runtime = Runtime(config=config, webhook=webhook)
+    if args.leader_elect:
+        from . import leader
+
+        # Reconcile workers wait for the Lease; watches, health and the webhook run on every replica.
+        gated = leader.LeaderGatedQueue()
+        runtime.queue = gated
     registry = build_registry(runtime)
+    if args.leader_elect:
+        leader.install(registry, leader.options_from_args(args), gated)
     kopf.run(
         registry=registry,
         standalone=args.standalone,
@@ -139,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--webhook-key", default=None)
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
+    from .leader import add_arguments as add_leader_arguments
+
+    add_leader_arguments(run)
     run.set_defaults(func=cmd_run)
 
     render = sub.add_parser("render", help="print the objects the operator would apply, without a cluster")

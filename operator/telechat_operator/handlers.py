@@ -143,7 +143,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         if namespace and instance and labels.get(c.LABEL_COMPONENT) == "server":
             rt.queue.add((namespace, instance))
 
-    if config.watch_nodes and not config.namespaces:
+    if config.watch_nodes:
 
         @kopf.index("", "v1", "nodes", id="gpu_nodes", registry=registry)
         def gpu_nodes(status: kopf.Status, **_: Any) -> dict[Any, Any]:
@@ -167,20 +167,22 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             return
         rt.queue.add((namespace, name))
 
-    @kopf.on.validate(
-        c.GROUP,
-        c.VERSION,
-        c.PLURAL,
-        id="validate",
-        operations={"CREATE", "UPDATE"},
-        ignore_failures=True,  # the reconciler validates again; an operator outage must not block writes
-        registry=registry,
-    )
-    def validate(spec: kopf.Spec, warnings: list[str], **_: Any) -> None:
-        try:
-            warnings.extend(review(dict(spec), config))
-        except Rejected as exc:
-            raise kopf.AdmissionError(exc.message, code=422) from None
+    if rt.webhook.mode != "off":
+
+        @kopf.on.validate(
+            c.GROUP,
+            c.VERSION,
+            c.PLURAL,
+            id="validate",
+            operations={"CREATE", "UPDATE"},
+            ignore_failures=True,  # the reconciler validates again; an operator outage must not block writes
+            registry=registry,
+        )
+        def validate(spec: kopf.Spec, warnings: list[str], **_: Any) -> None:
+            try:
+                warnings.extend(review(dict(spec), config))
+            except Rejected as exc:
+                raise kopf.AdmissionError(exc.message, code=422) from None
 
     # --- lifecycle -----------------------------------------------------------------------------
     @kopf.on.login(registry=registry)
@@ -193,7 +195,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
         _configure(settings, rt)
         rt.kube = await Kube.connect()
-        node_index = "gpu_nodes" if config.watch_nodes and not config.namespaces else None
+        node_index = "gpu_nodes" if config.watch_nodes else None
         state = ObservedState(kwargs, "tcd_owners", CHILD_INDICES, "tcd_pods", node_index)
         rt.reconciler = Reconciler(rt.kube, config, state)
         rt.indexed = asyncio.Event()

@@ -125,7 +125,9 @@ class ModelCache(SpecModel):
     def _size_or_claim(self) -> ModelCache:
         # Mirrors the CEL rule above, for `render` and clusters where the CRD is older than the operator.
         if self.size is not None and self.existing_claim is not None:
-            raise ValueError("set either cache.size (the operator creates a PVC) or cache.existingClaim, not both")
+            raise ValueError(
+                "set either cache.size (the operator creates a PVC) or cache.existingClaim, not both"
+            )
         return self
 
 
