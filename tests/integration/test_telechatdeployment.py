@@ -1,4 +1,4 @@
-"""TeleChatDeployment against the real control plane: children, status, scale, rollouts, drift, GC, admission."""
+"""TeleChatDeployment on the real control plane: children, status, scale, rollouts, drift, GC, admission."""
 
 from __future__ import annotations
 
