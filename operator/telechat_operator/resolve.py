@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .api.spec import TeleChatDeploymentSpec
+from .api.spec import ModelEngineSpec
 from .catalog import VLLM_ARCHITECTURE, ModelShape, ResolvedModel, resolve_model
 from .config import OperatorConfig
 
@@ -51,7 +51,7 @@ class Effective:
         return self.tensor_parallel_size * self.pipeline_parallel_size
 
 
-def _hf_overrides(spec: TeleChatDeploymentSpec, shape: ModelShape | None) -> dict[str, Any]:
+def _hf_overrides(spec: ModelEngineSpec, shape: ModelShape | None) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if shape is not None and shape.needs_architecture_override():
         # vLLM registers only TeleChat2ForCausalLM; the 115B and older 7B checkpoints name other classes.
@@ -71,7 +71,7 @@ def _hf_overrides(spec: TeleChatDeploymentSpec, shape: ModelShape | None) -> dic
     return overrides
 
 
-def _generation_config(spec: TeleChatDeploymentSpec) -> dict[str, Any] | None:
+def _generation_config(spec: ModelEngineSpec) -> dict[str, Any] | None:
     sampling = spec.sampling
     if sampling is None:
         return None
@@ -86,9 +86,10 @@ def _generation_config(spec: TeleChatDeploymentSpec) -> dict[str, Any] | None:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _startup_budget(spec: TeleChatDeploymentSpec, shape: ModelShape | None, config: OperatorConfig) -> int:
-    if spec.probes.startup_budget_seconds is not None:
-        return spec.probes.startup_budget_seconds
+def _startup_budget(spec: ModelEngineSpec, shape: ModelShape | None, config: OperatorConfig) -> int:
+    override = spec.startup_budget_override()
+    if override is not None:
+        return override
     budgets = config.probe_budgets
     if shape is None:
         return budgets.unknown_model_seconds
@@ -102,14 +103,14 @@ def _startup_budget(spec: TeleChatDeploymentSpec, shape: ModelShape | None, conf
     return int(math.ceil(seconds / 60.0) * 60)
 
 
-def _shared_memory(spec: TeleChatDeploymentSpec, gpus: int) -> str:
+def _shared_memory(spec: ModelEngineSpec, gpus: int) -> str:
     if spec.resources.shared_memory_size is not None:
         return str(spec.resources.shared_memory_size)
     # NCCL keeps per-peer buffers in /dev/shm; the container runtime's 64Mi default breaks tensor parallel.
     return f"{1 + 2 * gpus}Gi"
 
 
-def effective(spec: TeleChatDeploymentSpec, config: OperatorConfig) -> Effective:
+def effective(spec: ModelEngineSpec, config: OperatorConfig) -> Effective:
     model = resolve_model(spec.model.name)
     shape = model.shape
     tp = spec.engine.tensor_parallel_size

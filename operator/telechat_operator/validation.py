@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from .api.spec import OWNED_FLAGS, OWNED_SHORT_FLAGS, TeleChatDeploymentSpec
+from .api.spec import OWNED_FLAGS, OWNED_SHORT_FLAGS, ModelEngineSpec, TeleChatDeploymentSpec
 from .catalog import gpu_memory_gb
 from .config import OperatorConfig
 from .resolve import Effective, effective
@@ -25,6 +25,8 @@ OWNED_ENV = frozenset(
 _FLAG = re.compile(r"^(--[A-Za-z0-9_-]+|-[A-Za-z]+)(=.*)?$")
 # Fraction of GPU memory vLLM takes by default.
 VLLM_DEFAULT_GPU_UTILIZATION = 0.92
+
+SpecT = TypeVar("SpecT", bound=ModelEngineSpec)
 
 
 class SpecError(ValueError):
@@ -53,12 +55,17 @@ def _pydantic_messages(exc: ValidationError) -> list[str]:
     return messages
 
 
-def parse_spec(raw: dict[str, Any] | None) -> TeleChatDeploymentSpec:
-    """Read a stored spec; raises SpecError with one message per bad field."""
+def parse_as(kind: type[SpecT], raw: dict[str, Any] | None) -> SpecT:
+    """Read a stored spec of any vLLM workload kind; raises SpecError with one message per bad field."""
     try:
-        return TeleChatDeploymentSpec.model_validate(raw or {})
+        return kind.model_validate(raw or {})
     except ValidationError as exc:
         raise SpecError(_pydantic_messages(exc)) from None
+
+
+def parse_spec(raw: dict[str, Any] | None) -> TeleChatDeploymentSpec:
+    """Read a stored TeleChatDeployment spec; raises SpecError with one message per bad field."""
+    return parse_as(TeleChatDeploymentSpec, raw)
 
 
 def _flag_name(arg: str) -> str | None:
@@ -68,7 +75,7 @@ def _flag_name(arg: str) -> str | None:
     return match.group(1).lstrip("-").replace("_", "-")
 
 
-def _check_extra_args(spec: TeleChatDeploymentSpec, verdict: Verdict) -> None:
+def _check_extra_args(spec: ModelEngineSpec, verdict: Verdict) -> None:
     owned = set(OWNED_FLAGS) | set(OWNED_SHORT_FLAGS)
     for arg in spec.engine.extra_args:
         name = _flag_name(arg)
@@ -79,7 +86,7 @@ def _check_extra_args(spec: TeleChatDeploymentSpec, verdict: Verdict) -> None:
             )
 
 
-def _check_env(spec: TeleChatDeploymentSpec, verdict: Verdict) -> None:
+def _check_env(spec: ModelEngineSpec, verdict: Verdict) -> None:
     for var in spec.engine.env:
         if var.name in OWNED_ENV:
             verdict.errors.append(
@@ -90,7 +97,7 @@ def _check_env(spec: TeleChatDeploymentSpec, verdict: Verdict) -> None:
             verdict.errors.append(f"spec.engine.env: {var.name} sets both value and valueFrom")
 
 
-def _check_model(spec: TeleChatDeploymentSpec, eff: Effective, verdict: Verdict) -> None:
+def _check_model(spec: ModelEngineSpec, eff: Effective, verdict: Verdict) -> None:
     shape = eff.shape
     tp, pp = eff.tensor_parallel_size, eff.pipeline_parallel_size
     if shape is None:
@@ -130,7 +137,7 @@ def _check_model(spec: TeleChatDeploymentSpec, eff: Effective, verdict: Verdict)
     _check_fit(spec, eff, verdict)
 
 
-def _check_fit(spec: TeleChatDeploymentSpec, eff: Effective, verdict: Verdict) -> None:
+def _check_fit(spec: ModelEngineSpec, eff: Effective, verdict: Verdict) -> None:
     """GPU planning: do the weights fit in the GPUs one replica gets?"""
     shape = eff.shape
     product = spec.resources.gpu_product
@@ -166,7 +173,7 @@ def _check_fit(spec: TeleChatDeploymentSpec, eff: Effective, verdict: Verdict) -
         )
 
 
-def _check_warnings(spec: TeleChatDeploymentSpec, eff: Effective, verdict: Verdict) -> None:
+def _check_warnings(spec: ModelEngineSpec, eff: Effective, verdict: Verdict) -> None:
     if spec.model.pvc is not None and spec.model.revision:
         verdict.warnings.append("spec.model.revision is ignored when weights come from spec.model.pvc")
     cache = spec.model.cache
@@ -174,9 +181,10 @@ def _check_warnings(spec: TeleChatDeploymentSpec, eff: Effective, verdict: Verdi
         verdict.warnings.append(
             "spec.model.cache is not set: weights are downloaded again by every new pod (emptyDir)"
         )
-    if cache is not None and cache.access_mode == "ReadWriteOnce" and spec.replicas > 1:
+    if cache is not None and cache.access_mode == "ReadWriteOnce" and spec.pod_count() > 1:
         verdict.warnings.append(
-            "spec.model.cache.accessMode ReadWriteOnce with replicas > 1: pods on other nodes cannot mount it"
+            "spec.model.cache.accessMode ReadWriteOnce with more than one vLLM pod: pods on other nodes "
+            "cannot mount it"
         )
     if eff.shape is not None and spec.engine.dtype == "float32" and eff.shape.params_billion > 30:
         verdict.warnings.append(
@@ -184,7 +192,7 @@ def _check_warnings(spec: TeleChatDeploymentSpec, eff: Effective, verdict: Verdi
         )
 
 
-def validate(spec: TeleChatDeploymentSpec, config: OperatorConfig | None = None) -> Verdict:
+def validate(spec: ModelEngineSpec, config: OperatorConfig | None = None) -> Verdict:
     """Model-aware checks of a parsed spec."""
     verdict = Verdict()
     eff = effective(spec, config or OperatorConfig())
@@ -195,12 +203,19 @@ def validate(spec: TeleChatDeploymentSpec, config: OperatorConfig | None = None)
     return verdict
 
 
-def check(
-    raw_spec: dict[str, Any] | None, config: OperatorConfig | None = None
-) -> tuple[TeleChatDeploymentSpec, Verdict]:
-    """Parse and validate; raises SpecError for a spec that does not parse or fails a rule."""
-    spec = parse_spec(raw_spec)
+def check_as(
+    kind: type[SpecT], raw_spec: dict[str, Any] | None, config: OperatorConfig | None = None
+) -> tuple[SpecT, Verdict]:
+    """Parse and validate a spec of ``kind``; raises SpecError for one that does not parse or fails a rule."""
+    spec = parse_as(kind, raw_spec)
     verdict = validate(spec, config)
     if not verdict.ok:
         raise SpecError(verdict.errors)
     return spec, verdict
+
+
+def check(
+    raw_spec: dict[str, Any] | None, config: OperatorConfig | None = None
+) -> tuple[TeleChatDeploymentSpec, Verdict]:
+    """Parse and validate a TeleChatDeployment spec (the webhook, the reconciler and `render` use it)."""
+    return check_as(TeleChatDeploymentSpec, raw_spec, config)

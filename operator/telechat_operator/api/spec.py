@@ -348,11 +348,14 @@ class ProbesSpec(SpecModel):
     )
 
 
-class TeleChatDeploymentSpec(SpecModel):
-    """A TeleChat2 model served by vLLM behind an OpenAI-compatible Service."""
+class ModelEngineSpec(SpecModel):
+    """What every vLLM workload of the operator shares: the model, the engine, its defaults and compute.
+
+    TeleChatDeployment (serving) and TeleChatBatchJob (offline batch) both extend it, so both get the same
+    fields, the same validation (``validation.validate``) and the same settings (``resolve.effective``).
+    """
 
     model: ModelSpec
-    replicas: int = Field(1, ge=0, le=64, description="Number of vLLM replicas. Default: 1.")
     engine: EngineSpec = Field(default_factory=EngineSpec)
     sampling: SamplingSpec | None = Field(
         None,
@@ -360,9 +363,29 @@ class TeleChatDeploymentSpec(SpecModel):
     )
     features: FeaturesSpec = Field(default_factory=FeaturesSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+
+    def pod_count(self) -> int:
+        """vLLM pods that may run at once (replicas, or batch shards): decides shared-volume access modes."""
+        return 1
+
+    def startup_budget_override(self) -> int | None:
+        """A user-set limit on model loading time; None lets ``resolve`` derive it from the model's size."""
+        return None
+
+
+class TeleChatDeploymentSpec(ModelEngineSpec):
+    """A TeleChat2 model served by vLLM behind an OpenAI-compatible Service."""
+
+    replicas: int = Field(1, ge=0, le=64, description="Number of vLLM replicas. Default: 1.")
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     api_key_secret_ref: SecretKeyRef | None = Field(
         None, description="Secret holding an API key; /v1 then refuses requests without it."
     )
-    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
     probes: ProbesSpec = Field(default_factory=ProbesSpec)
+
+    def pod_count(self) -> int:
+        return self.replicas
+
+    def startup_budget_override(self) -> int | None:
+        return self.probes.startup_budget_seconds

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import constants as c
-from ..api.spec import TeleChatDeploymentSpec
+from ..api.spec import ModelEngineSpec, TeleChatDeploymentSpec
 from ..resolve import Effective
 from .engine_vllm import render_engine
 from .hashing import content_hash
@@ -45,26 +45,28 @@ class RenderedSet:
     config_hash: str
 
 
-def _metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
+def object_metadata(owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": owner.namespace, "labels": dict(labels)}
     if owner.uid:
         meta["ownerReferences"] = [owner.reference()]
     return meta
 
 
-def _cache_claim(spec: TeleChatDeploymentSpec, names: dict[str, str]) -> str | None:
+def cache_claim(spec: ModelEngineSpec, created_name: str) -> str | None:
+    """The PVC mounted as the model cache: an existing one, the one the operator creates, or none."""
     cache = spec.model.cache
     if cache is None:
         return None
     if cache.existing_claim:
         return cache.existing_claim
-    return names["pvc"] if cache.size is not None else None
+    return created_name if cache.size is not None else None
 
 
-def _pvc(spec: TeleChatDeploymentSpec, owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
+def cache_pvc(spec: ModelEngineSpec, owner: Owner, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    """The model cache PVC the operator creates when ``model.cache.size`` is set."""
     cache = spec.model.cache
     assert cache is not None and cache.size is not None
-    access = cache.access_mode or ("ReadWriteMany" if spec.replicas > 1 else "ReadWriteOnce")
+    access = cache.access_mode or ("ReadWriteMany" if spec.pod_count() > 1 else "ReadWriteOnce")
     pvc_spec: dict[str, Any] = {
         "accessModes": [access],
         "resources": {"requests": {"storage": str(cache.size)}},
@@ -74,7 +76,7 @@ def _pvc(spec: TeleChatDeploymentSpec, owner: Owner, name: str, labels: dict[str
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _metadata(owner, name, labels),
+        "metadata": object_metadata(owner, name, labels),
         "spec": pvc_spec,
     }
 
@@ -89,26 +91,27 @@ def render_deployment_set(spec: TeleChatDeploymentSpec, eff: Effective, owner: O
     configmap = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(owner, names["configmap"], labels),
+        "metadata": object_metadata(owner, names["configmap"], labels),
         "data": engine.files,
     }
-    cache_claim = _cache_claim(spec, names)
+    claim = cache_claim(spec, names["pvc"])
     pod_template = render_pod_template(
         PodInputs(
             spec=spec,
             eff=eff,
             engine=engine,
             configmap_name=names["configmap"],
-            cache_claim=cache_claim,
+            cache_claim=claim,
             labels=labels,
             # A changed engine config changes the template, so the Deployment rolls its pods.
             annotations={c.ANNOTATION_CONFIG_HASH: config_hash},
+            api_key_ref=spec.api_key_secret_ref,
         )
     )
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner, names["deployment"], labels),
+        "metadata": object_metadata(owner, names["deployment"], labels),
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": selector},
@@ -126,14 +129,14 @@ def render_deployment_set(spec: TeleChatDeploymentSpec, eff: Effective, owner: O
         "selector": selector,
         "ports": [{"name": "http", "port": spec.service.port, "targetPort": "http", "protocol": "TCP"}],
     }
-    service_meta = _metadata(owner, names["service"], labels)
+    service_meta = object_metadata(owner, names["service"], labels)
     if spec.service.annotations:
         service_meta["annotations"] = dict(sorted(spec.service.annotations.items()))
     service = {"apiVersion": "v1", "kind": "Service", "metadata": service_meta, "spec": service_spec}
 
     objects: list[dict[str, Any]] = [configmap]
     if spec.model.cache is not None and spec.model.cache.size is not None:
-        objects.append(_pvc(spec, owner, names["pvc"], labels))
+        objects.append(cache_pvc(spec, owner, names["pvc"], labels))
     objects.extend([deployment, service])
     return RenderedSet(
         objects=objects, selector=selector, service_name=names["service"], config_hash=config_hash

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..api.spec import TeleChatDeploymentSpec
+from ..api.spec import ModelEngineSpec
 from ..resolve import Effective
 from ..yamlio import dump
 
@@ -41,7 +41,7 @@ class EngineFiles:
     options: dict[str, Any]
 
 
-def model_path(spec: TeleChatDeploymentSpec, eff: Effective) -> str:
+def model_path(spec: ModelEngineSpec, eff: Effective) -> str:
     """What vLLM loads: the Hugging Face id (downloaded into the cache) or a directory on the volume."""
     pvc = spec.model.pvc
     if pvc is None:
@@ -49,7 +49,7 @@ def model_path(spec: TeleChatDeploymentSpec, eff: Effective) -> str:
     return f"{MODEL_VOLUME_DIR}/{pvc.path}".rstrip("/") if pvc.path else MODEL_VOLUME_DIR
 
 
-def vllm_options(spec: TeleChatDeploymentSpec, eff: Effective) -> dict[str, Any]:
+def vllm_options(spec: ModelEngineSpec, eff: Effective) -> dict[str, Any]:
     """vLLM options as they appear in vllm.yaml (flag name without dashes -> value)."""
     options: dict[str, Any] = {
         "model": model_path(spec, eff),
@@ -85,12 +85,18 @@ def vllm_options(spec: TeleChatDeploymentSpec, eff: Effective) -> dict[str, Any]
     return options
 
 
-def render_engine(spec: TeleChatDeploymentSpec, eff: Effective) -> EngineFiles:
-    options = vllm_options(spec, eff)
+def config_files(options: dict[str, Any], eff: Effective) -> dict[str, str]:
+    """The ConfigMap data vLLM reads at CONFIG_DIR: options, default sampling and chat template."""
     files = {CONFIG_FILE: dump(options)}
     if eff.generation_config is not None:
         files[GENERATION_CONFIG_FILE] = json.dumps(eff.generation_config, indent=2, sort_keys=True) + "\n"
     if eff.chat_template is not None:
         files[CHAT_TEMPLATE_FILE] = eff.chat_template
+    return files
+
+
+def render_engine(spec: ModelEngineSpec, eff: Effective) -> EngineFiles:
+    options = vllm_options(spec, eff)
+    files = config_files(options, eff)
     args = ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}", *spec.engine.extra_args]
     return EngineFiles(files=files, command=list(COMMAND), args=args, options=options)

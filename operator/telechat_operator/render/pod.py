@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..api.spec import TeleChatDeploymentSpec
+from ..api.spec import ModelEngineSpec, SecretKeyRef
 from ..resolve import Effective
 from .engine_vllm import CONFIG_DIR, CONTAINER_PORT, MODEL_CACHE_DIR, MODEL_VOLUME_DIR, EngineFiles
 
@@ -18,16 +18,23 @@ RUN_AS_USER = 1000
 
 @dataclass(frozen=True)
 class PodInputs:
-    spec: TeleChatDeploymentSpec
+    spec: ModelEngineSpec
     eff: Effective
     engine: EngineFiles
     configmap_name: str
     cache_claim: str | None
     labels: dict[str, str]
     annotations: dict[str, str]
+    # Serving only: the OpenAI API key, passed to vLLM through the environment.
+    api_key_ref: SecretKeyRef | None = None
+    # False for a batch pod: nothing listens, so no container port (probes follow the restart policy).
+    serves_http: bool = True
+    # Workload-specific volumes (a batch job's input and output), appended after the shared ones.
+    extra_volumes: tuple[dict[str, Any], ...] = ()
+    extra_mounts: tuple[dict[str, Any], ...] = ()
 
 
-def _env(spec: TeleChatDeploymentSpec) -> list[dict[str, Any]]:
+def _env(spec: ModelEngineSpec, api_key: SecretKeyRef | None) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         # Writable home for vLLM, Triton and Hugging Face caches on a read-only root filesystem.
         {"name": "HOME", "value": "/tmp"},
@@ -43,7 +50,6 @@ def _env(spec: TeleChatDeploymentSpec) -> list[dict[str, Any]]:
         env.append(
             {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}
         )
-    api_key = spec.api_key_secret_ref
     if api_key is not None:
         # vLLM reads VLLM_API_KEY when --api-key is not given: the key never appears in args or ConfigMaps.
         env.append(
@@ -62,7 +68,7 @@ def _env(spec: TeleChatDeploymentSpec) -> list[dict[str, Any]]:
     return env
 
 
-def _resources(spec: TeleChatDeploymentSpec, eff: Effective) -> dict[str, Any]:
+def _resources(spec: ModelEngineSpec, eff: Effective) -> dict[str, Any]:
     gpus = str(eff.gpus_per_replica)
     gpu_name = spec.resources.gpu_resource_name
     requests: dict[str, Any] = {gpu_name: gpus}
@@ -127,17 +133,19 @@ def _volumes(inputs: PodInputs) -> tuple[list[dict[str, Any]], list[dict[str, An
             }
         )
         mounts.append({"name": "model", "mountPath": MODEL_VOLUME_DIR, "readOnly": pvc.read_only})
+    volumes.extend(inputs.extra_volumes)
+    mounts.extend(inputs.extra_mounts)
     return volumes, mounts
 
 
-def _node_selector(spec: TeleChatDeploymentSpec) -> dict[str, str]:
+def _node_selector(spec: ModelEngineSpec) -> dict[str, str]:
     selector = dict(sorted(spec.scheduling.node_selector.items()))
     if spec.resources.gpu_product:
         selector[spec.resources.gpu_product_label] = spec.resources.gpu_product
     return selector
 
 
-def _tolerations(spec: TeleChatDeploymentSpec) -> list[dict[str, Any]]:
+def _tolerations(spec: ModelEngineSpec) -> list[dict[str, Any]]:
     # GPU nodes are commonly tainted with the GPU resource name; tolerate that taint by default.
     tolerations: list[dict[str, Any]] = [
         {"key": spec.resources.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}
@@ -155,19 +163,24 @@ def render_pod_template(inputs: PodInputs, restart_policy: str = "Always") -> di
         "imagePullPolicy": eff.image_pull_policy,
         "command": engine.command,
         "args": engine.args,
-        "env": _env(spec),
-        "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
-        "resources": _resources(spec, eff),
-        "volumeMounts": mounts,
-        # A crash's last log lines (vLLM's own error) land in the pod status, where the operator reads them.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "env": _env(spec, inputs.api_key_ref),
     }
+    if inputs.serves_http:
+        container["ports"] = [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}]
+    container.update(
+        {
+            "resources": _resources(spec, eff),
+            "volumeMounts": mounts,
+            # A crash's last log lines (vLLM's own error) land in the pod status; the operator reads them.
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        }
+    )
     if restart_policy == "Always":
         container.update(_probes(eff.startup_budget_seconds))
     pod_spec: dict[str, Any] = {
