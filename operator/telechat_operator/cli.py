@@ -104,15 +104,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         keyfile=args.webhook_key,
     )
     runtime = Runtime(config=config, webhook=webhook)
+    registry = build_registry(runtime)
     if args.leader_elect:
         from . import leader
 
         # Reconcile workers wait for the Lease; watches, health and the webhook run on every replica.
-        gated = leader.LeaderGatedQueue()
-        runtime.queue = gated
-    registry = build_registry(runtime)
-    if args.leader_elect:
-        leader.install(registry, leader.options_from_args(args), gated)
+        leader.install(registry, leader.options_from_args(args))
     kopf.run(
         registry=registry,
         standalone=args.standalone,

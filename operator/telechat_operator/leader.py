@@ -89,6 +89,8 @@ class LeaderElector:
         self.on_lost = on_lost
         self.clock = clock
         self.leading = asyncio.Event()
+        # Local monotonic time of the last successful acquire or renew.
+        self.renewed_at: float | None = None
         # The last Lease spec seen and when (local monotonic time) it last changed.
         self._observed: dict[str, Any] | None = None
         self._observed_at = 0.0
@@ -133,6 +135,7 @@ class LeaderElector:
                     return False
                 raise
             self._observe(_lease_spec(created))
+            self.renewed_at = self.clock()
             return True
         spec = _lease_spec(lease)
         self._observe(spec)
@@ -148,6 +151,7 @@ class LeaderElector:
                 return False
             raise
         self._observe(_lease_spec(updated))
+        self.renewed_at = self.clock()
         return True
 
     async def _get(self) -> dict[str, Any] | None:
@@ -157,6 +161,18 @@ class LeaderElector:
             if exc.status == 404:
                 return None
             raise
+
+    def fresh(self) -> bool:
+        """True while leading and the last renewal is recent enough that no other replica can lead.
+
+        Checked before each reconcile: a process that was frozen (SIGSTOP, a long pause) past the renew
+        deadline must not write before its renewal loop has found out whether it still leads.
+        """
+        return (
+            self.leading.is_set()
+            and self.renewed_at is not None
+            and self.clock() - self.renewed_at < self.options.renew_deadline
+        )
 
     async def _attempt(self) -> bool | None:
         """An attempt bounded by the renew deadline; None when the API did not answer in time or failed."""
@@ -228,27 +244,29 @@ class LeaderElector:
             log.warning("leader election: could not release lease %s: %s", self.options.name, exc)
 
 
-class LeaderGatedQueue(WorkQueue):
-    """A work queue whose workers start taking keys only once ``open()`` is called (leadership won).
+def gate_work_queues(may_process: Callable[[], bool], opened: asyncio.Event) -> None:
+    """Make every work queue of this process wait for leadership before it processes a key.
 
-    Keys added before that wait in the queue (deduplicated as usual), so the new leader reconciles every
-    resource it heard of while it was standing by.
+    Each controller (TeleChatDeployment, TeleChatBatchJob, ...) makes its own WorkQueue, and all of the
+    operator's writes happen in their workers; gating the class covers controllers added later too. Keys
+    added while standing by wait in their queues (deduplicated as usual), so a new leader reconciles every
+    resource it heard of. ``may_process`` is asked before each key (LeaderElector.fresh).
     """
+    if getattr(WorkQueue, "_leader_gated", False):
+        return
+    original = WorkQueue.run_worker
 
-    def __init__(self, *, base_delay: float = 0.5, max_delay: float = 60.0) -> None:
-        super().__init__(base_delay=base_delay, max_delay=max_delay)
-        self._open = asyncio.Event()
+    async def run_worker(self: WorkQueue, process: Callable[[Hashable], Awaitable[None]]) -> None:
+        async def guarded(key: Hashable) -> None:
+            while not may_process():
+                await asyncio.sleep(0.1)
+            await process(key)
 
-    def open(self) -> None:
-        self._open.set()
+        await opened.wait()
+        await original(self, guarded)
 
-    @property
-    def is_open(self) -> bool:
-        return self._open.is_set()
-
-    async def run_worker(self, process: Callable[[Hashable], Awaitable[None]]) -> None:
-        await self._open.wait()
-        await super().run_worker(process)
+    WorkQueue.run_worker = run_worker  # type: ignore[method-assign]
+    WorkQueue._leader_gated = True  # type: ignore[attr-defined]
 
 
 # --- command line and kopf wiring ----------------------------------------------------------------------
@@ -294,20 +312,22 @@ def options_from_args(args: argparse.Namespace) -> LeaseOptions:
     )
 
 
-def install(registry: Any, options: LeaseOptions, queue: LeaderGatedQueue) -> None:
-    """Register startup/cleanup activities that run the election and open ``queue`` when leading."""
+def install(registry: Any, options: LeaseOptions) -> None:
+    """Register startup/cleanup activities that run the election, and gate the work queues on it."""
     import kopf
 
     state: dict[str, Any] = {}
+    leading = asyncio.Event()
 
     @kopf.on.startup(id="leader-election", registry=registry)
     async def start_election(**_: Any) -> None:
         kube = await Kube.connect()
         elector = LeaderElector(kube, options)
+        gate_work_queues(elector.fresh, leading)
 
         async def elect() -> None:
             await elector.acquire()
-            queue.open()
+            leading.set()
             await elector.renew()
 
         state.update(kube=kube, elector=elector, task=asyncio.create_task(elect()))
