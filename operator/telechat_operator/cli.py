@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from .api import constants as c
+from .batch.render import render_batch_document
 from .config import OperatorConfig
 from .render import Owner, render_deployment_set
 from .resolve import effective
@@ -37,7 +38,7 @@ def render_documents(
     out: list[str] = []
     warnings: list[str] = []
     for doc in docs:
-        if doc.get("apiVersion") != c.API_VERSION or doc.get("kind") != c.KIND:
+        if doc.get("apiVersion") != c.API_VERSION or doc.get("kind") not in (c.KIND, c.BATCH_KIND):
             continue
         meta = doc.get("metadata") or {}
         name, ns = meta.get("name", ""), meta.get("namespace") or namespace
@@ -53,6 +54,8 @@ def render_documents(
 def _render_one(
     doc: dict[str, Any], name: str, ns: str, config: OperatorConfig, warnings: list[str]
 ) -> list[dict[str, Any]]:
+    if doc["kind"] == c.BATCH_KIND:
+        return render_batch_document(doc.get("spec"), name, ns, config, warnings)
     spec, verdict = check(doc.get("spec"), config)
     eff = effective(spec, config)
     warnings.extend(f"{name}: {w}" for w in eff.notes + verdict.warnings)
@@ -150,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     render = sub.add_parser("render", help="print the objects the operator would apply, without a cluster")
-    render.add_argument("-f", "--file", required=True, help="TeleChatDeployment YAML ('-' for stdin)")
+    render.add_argument(
+        "-f", "--file", required=True, help="TeleChatDeployment or TeleChatBatchJob YAML ('-' for stdin)"
+    )
     render.add_argument("-n", "--namespace", default="default", help="namespace when the file names none")
     render.set_defaults(func=cmd_render)
 

@@ -17,6 +17,7 @@ from typing import Any
 import kopf
 
 from .api import constants as c
+from .batch.handlers import register_batch
 from .config import OperatorConfig
 from .controller.cache import ObservedState, controller_owner, snapshot
 from .controller.reconciler import Reconciler
@@ -211,6 +212,8 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         if rt.kube is not None:
             await rt.kube.close()
 
+    # TeleChatBatchJob: indices, queue and workers of its own, so neither kind's path disturbs the other.
+    register_batch(registry, rt)
     return registry
 
 

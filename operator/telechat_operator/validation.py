@@ -68,7 +68,7 @@ def parse_spec(raw: dict[str, Any] | None) -> TeleChatDeploymentSpec:
     return parse_as(TeleChatDeploymentSpec, raw)
 
 
-def _flag_name(arg: str) -> str | None:
+def flag_name(arg: str) -> str | None:
     match = _FLAG.match(arg)
     if not match:
         return None
@@ -78,7 +78,7 @@ def _flag_name(arg: str) -> str | None:
 def _check_extra_args(spec: ModelEngineSpec, verdict: Verdict) -> None:
     owned = set(OWNED_FLAGS) | set(OWNED_SHORT_FLAGS)
     for arg in spec.engine.extra_args:
-        name = _flag_name(arg)
+        name = flag_name(arg)
         if name in owned:
             verdict.errors.append(
                 f"spec.engine.extraArgs: {arg.split('=')[0]} is rendered by the operator from the spec; "

@@ -29,12 +29,14 @@ class PodInputs:
     api_key_ref: SecretKeyRef | None = None
     # False for a batch pod: nothing listens, so no container port (probes follow the restart policy).
     serves_http: bool = True
-    # Workload-specific volumes (a batch job's input and output), appended after the shared ones.
+    # Workload-specific environment and volumes (a batch job's input and output), after the shared ones.
+    extra_env: tuple[dict[str, Any], ...] = ()
     extra_volumes: tuple[dict[str, Any], ...] = ()
     extra_mounts: tuple[dict[str, Any], ...] = ()
 
 
-def _env(spec: ModelEngineSpec, api_key: SecretKeyRef | None) -> list[dict[str, Any]]:
+def _env(inputs: PodInputs) -> list[dict[str, Any]]:
+    spec, api_key = inputs.spec, inputs.api_key_ref
     env: list[dict[str, Any]] = [
         # Writable home for vLLM, Triton and Hugging Face caches on a read-only root filesystem.
         {"name": "HOME", "value": "/tmp"},
@@ -58,6 +60,7 @@ def _env(spec: ModelEngineSpec, api_key: SecretKeyRef | None) -> list[dict[str, 
                 "valueFrom": {"secretKeyRef": {"name": api_key.name, "key": api_key.key}},
             }
         )
+    env.extend(inputs.extra_env)
     for var in spec.engine.env:
         item: dict[str, Any] = {"name": var.name}
         if var.value_from is not None:
@@ -163,7 +166,7 @@ def render_pod_template(inputs: PodInputs, restart_policy: str = "Always") -> di
         "imagePullPolicy": eff.image_pull_policy,
         "command": engine.command,
         "args": engine.args,
-        "env": _env(spec, inputs.api_key_ref),
+        "env": _env(inputs),
     }
     if inputs.serves_http:
         container["ports"] = [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}]
