@@ -82,7 +82,8 @@ start() {
   local name=$1; shift
   # setsid: the component outlives this script and ignores the caller's terminal signals.
   # Not a process group leader here, so setsid execs in place and $! is the component's pid.
-  setsid "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
+  # 9>&-: the component must not inherit the lock's descriptor, or it would hold the lock for its lifetime.
+  setsid "$@" 9>&- >"$dir/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$dir/pids/$name.pid"
 }
 
@@ -250,6 +251,7 @@ cmd_up() {
   check_tools
 
   mkdir -p "$dir/pids" "$dir/logs" "$dir/etcd"
+  chmod 700 "$dir/etcd"
   : >"$marker"
   pick_ports ETCD ETCD_PEER APISERVER CONTROLLER_MANAGER SCHEDULER KWOK >"$dir/ports.env" || {
     rm -rf "$dir"
@@ -288,8 +290,10 @@ cmd_up() {
   log "kube-apiserver ready on https://127.0.0.1:$APISERVER_PORT ($(elapsed "$t"))"
 
   t=$(now)
+  # No --authentication/authorization-kubeconfig: this apiserver has no client CA, so the
+  # extension-apiserver-authentication ConfigMap they read never appears; /healthz is served without them.
   start kube-controller-manager "$(bin_path kube-controller-manager)" \
-    --kubeconfig="$kubeconfig" --authentication-kubeconfig="$kubeconfig" --authorization-kubeconfig="$kubeconfig" \
+    --kubeconfig="$kubeconfig" \
     --bind-address=127.0.0.1 --secure-port="$CONTROLLER_MANAGER_PORT" \
     --cert-dir="$pki/kube-controller-manager" \
     --leader-elect=false --controllers='*' --cluster-name=telechat-local \
@@ -297,10 +301,10 @@ cmd_up() {
     --kube-api-qps=100 --kube-api-burst=200 \
     --profiling=false
   start kube-scheduler "$(bin_path kube-scheduler)" \
-    --kubeconfig="$kubeconfig" --authentication-kubeconfig="$kubeconfig" --authorization-kubeconfig="$kubeconfig" \
+    --kubeconfig="$kubeconfig" \
     --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" \
     --cert-dir="$pki/kube-scheduler" \
-    --leader-elect=false --profiling=false
+    --leader-elect=false
   start kwok "$(bin_path kwok)" \
     --kubeconfig="$kubeconfig" --config="$here/cluster/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
@@ -371,11 +375,30 @@ cmd_status() {
   return $rc
 }
 
+lock=${TMPDIR:-/tmp}/telechat-cluster-$(printf '%s' "$dir" | sha1sum | cut -c1-12).lock
+
+# Components started by the first version of this script inherited the lock's descriptor (fd 9) and so
+# hold the lock while they run; such a cluster must still be reusable and stoppable.
+lock_held_by_components() {
+  local c pid
+  for c in "${components[@]}"; do
+    pid=$(pid_of "$c") || continue
+    is_ours "$pid" && [ "$(readlink "/proc/$pid/fd/9" 2>/dev/null)" = "$lock" ] && return 0
+  done
+  return 1
+}
+
+# Serialise up and down on one cluster folder (tests and the demo may start it at the same time).
 with_lock() {
-  local lock
-  lock=${TMPDIR:-/tmp}/telechat-cluster-$(printf '%s' "$dir" | sha1sum | cut -c1-12).lock
   exec 9>"$lock"
-  flock -w 600 9 || die "another hack/cluster.sh holds $lock for over 600 s"
+  if ! flock -w 1 9; then
+    if lock_held_by_components; then
+      log "the lock is held by this cluster's own processes (started by an older hack/cluster.sh); going on"
+    else
+      log "waiting for another hack/cluster.sh working on $dir (lock $lock)"
+      flock -w 600 9 || die "another hack/cluster.sh has held $lock for over 600 s"
+    fi
+  fi
   "$@"
 }
 
