@@ -177,7 +177,7 @@ for name in sys.argv[1:]:
         sock.bind(("127.0.0.1", int(wanted) if wanted else 0))
     except (OSError, ValueError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not a port number"
-        sys.exit(f"[cluster] ERROR: port {wanted} for {name.lower()} ({var}) is not free on 127.0.0.1: {reason}")
+        sys.exit(f"[cluster] ERROR: port {wanted} for {name.lower()} ({var}) cannot be used on 127.0.0.1: {reason}")
     held.append(sock)  # keep every socket bound until all are chosen, so no two names get one port
     print(f"{name}_PORT={sock.getsockname()[1]}")
 PY
@@ -195,7 +195,7 @@ make_pki() {
 write_kubeconfig() {
   local ca
   ca=$(base64 -w0 <"$pki/apiserver/apiserver.crt")
-  umask 077
+  (umask 077 && : >"$kubeconfig.tmp")
   cat >"$kubeconfig.tmp" <<EOF
 apiVersion: v1
 kind: Config
