@@ -319,11 +319,17 @@ def install(registry: Any, options: LeaseOptions) -> None:
     state: dict[str, Any] = {}
     leading = asyncio.Event()
 
+    def may_process() -> bool:
+        elector: LeaderElector | None = state.get("elector")
+        return elector is not None and elector.fresh()
+
+    # Now, before kopf starts: the controllers' startup activities create their workers before ours runs.
+    gate_work_queues(may_process, leading)
+
     @kopf.on.startup(id="leader-election", registry=registry)
     async def start_election(**_: Any) -> None:
         kube = await Kube.connect()
         elector = LeaderElector(kube, options)
-        gate_work_queues(elector.fresh, leading)
 
         async def elect() -> None:
             await elector.acquire()

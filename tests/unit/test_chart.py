@@ -242,6 +242,7 @@ def test_rbac_is_least_privilege() -> None:
     assert _verbs(docs, "", "nodes") == {"list", "watch"}
     assert not _verbs(docs, "admissionregistration.k8s.io", "validatingwebhookconfigurations")
     assert not _verbs(docs, "kopf.dev", "kopfpeerings"), "the chart runs the operator --standalone"
+    assert not _verbs(docs, "", "namespaces"), "cluster-wide, kopf needs no namespace list"
     lease = one(docs, "Role", f"{FULLNAME}-leader-election")
     assert lease["metadata"]["namespace"] == NAMESPACE
     named = [r for r in lease["rules"] if r.get("resourceNames")]
@@ -265,6 +266,8 @@ def test_namespaced_mode_uses_roles_in_the_watched_namespaces_only() -> None:
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
     cluster_roles = [d for d in docs if d["kind"] == "ClusterRole"]
     assert [r["metadata"]["name"] for r in cluster_roles] == [f"{FULLNAME}-cluster-read"]
+    assert _verbs(docs, "", "namespaces") == {"list", "watch"}, "kopf matches -n against namespaces"
+    assert "patch" not in _verbs(cluster_roles, "apps", "deployments"), "no write outside the namespaces"
     args = container(docs)["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
     config = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])
