@@ -67,13 +67,14 @@ kubectl() { "$(bin_path kubectl)" --kubeconfig "$kubeconfig" "$@"; }
 
 pid_of() { [ -f "$dir/pids/$1.pid" ] && cat "$dir/pids/$1.pid"; }
 
-# A pid counts as ours only while its command line names this cluster folder (pids get reused).
+# A pid counts as ours only while it runs and its command line names a path in this cluster folder
+# (pids get reused; zombies waiting for init to reap them count as stopped).
 is_ours() {
   local pid=$1 state
   [ -r "/proc/$pid/cmdline" ] || return 1
   state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null) || return 1
   [ "$state" != Z ] || return 1
-  tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$dir"
+  tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$dir/"
 }
 
 alive() { local pid; pid=$(pid_of "$1") && is_ours "$pid"; }
@@ -113,6 +114,7 @@ stop_all() {
 
 # fail <component> <message>: show the component's log, stop what was started, keep the logs.
 fail() {
+  trap - ERR
   local name=$1 msg=$2 logf="$dir/logs/$1.log"
   printf '[cluster] ERROR: %s: %s\n' "$name" "$msg" >&2
   if [ -f "$logf" ]; then
@@ -249,6 +251,9 @@ cmd_up() {
     cmd_down_locked
   fi
   check_tools
+  # From here on an unexpected failure stops whatever was started (fail keeps the logs).
+  set -E
+  trap 'fail cluster.sh "unexpected failure at hack/cluster.sh line $LINENO (see the messages above)"' ERR
 
   mkdir -p "$dir/pids" "$dir/logs" "$dir/etcd"
   chmod 700 "$dir/etcd"
@@ -321,10 +326,11 @@ cmd_up() {
   # The service-account controller making the default ServiceAccount shows the controllers run.
   wait_for kube-controller-manager "the default ServiceAccount" kubectl get serviceaccount default -n default
   log "nodes ready ($(elapsed "$t")):"
-  kubectl get nodes -L nvidia.com/gpu.product \
-    -o custom-columns='NAME:.metadata.name,GPUS:.status.allocatable.nvidia\.com/gpu,CPU:.status.allocatable.cpu,MEMORY:.status.allocatable.memory,PRODUCT:.metadata.labels.nvidia\.com/gpu\.product' \
-    | sed 's/^/    /' >&2
+  local columns='NAME:.metadata.name,GPUS:.status.allocatable.nvidia\.com/gpu,CPU:.status.allocatable.cpu'
+  columns+=',MEMORY:.status.allocatable.memory,PRODUCT:.metadata.labels.nvidia\.com/gpu\.product'
+  kubectl get nodes -o custom-columns="$columns" | sed 's/^/    /' >&2
   : >"$dir/ready"
+  trap - ERR
   log "up in $(elapsed "$t0"). export KUBECONFIG=$kubeconfig"
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -314,3 +315,82 @@ def test_binaries_and_server_report_their_real_versions(k8s: Any, cluster: Clust
     assert versions["ETCD_VERSION"].lstrip("v") in _run(tool("etcd"), "--version")
     assert f'Version:"{helm}"' in _run(tool("helm"), "version")
     assert client.VersionApi(k8s).get_code().git_version == kube
+
+
+# --- hack/cluster.sh itself ---------------------------------------------------------------------------
+
+
+def _cluster_sh(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ROOT / "hack" / "cluster.sh"), command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def _live_processes_mentioning(path: Path) -> list[int]:
+    """Pids of running (not zombie) processes whose command line names a path under ``path``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if f"{path}/" in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def test_up_on_a_running_cluster_is_a_fast_no_op(cluster: Cluster) -> None:
+    env = {**cluster.env, "TELECHAT_CLUSTER_DIR": str(cluster.dir)}
+    started = time.monotonic()
+    proc = _cluster_sh("up", env)
+    assert proc.returncode == 0, proc.stderr
+    assert "already up and healthy" in proc.stderr
+    assert time.monotonic() - started < 5
+    assert _cluster_sh("status", env).returncode == 0
+
+
+def test_up_with_a_taken_port_fails_clearly_and_leaves_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    cluster_dir = tmp_path / "cluster"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**cluster.env, "TELECHAT_CLUSTER_DIR": str(cluster_dir), "TELECHAT_PORT_APISERVER": str(port)}
+        proc = _cluster_sh("up", env)
+    assert proc.returncode == 1
+    assert f"port {port} for apiserver (TELECHAT_PORT_APISERVER) cannot be used" in proc.stderr
+    assert not cluster_dir.exists()
+    assert not _live_processes_mentioning(cluster_dir)
+
+
+def test_a_component_dying_at_start_is_named_and_the_rest_stopped(cluster: Cluster, tmp_path: Path) -> None:
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name in ("etcd", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl"):
+        (tools / name).symlink_to(tool(name))
+    broken = tools / "kube-apiserver"
+    broken.write_text("#!/bin/sh\necho 'E0000 simulated: cannot start' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    cluster_dir = tmp_path / "cluster"
+    env = {**cluster.env, "TELECHAT_CLUSTER_DIR": str(cluster_dir), "TELECHAT_TOOLS_DIR": str(tools)}
+    try:
+        proc = _cluster_sh("up", env)
+        assert proc.returncode == 1
+        assert "ERROR: kube-apiserver: exited while waiting for /readyz" in proc.stderr
+        assert f"{cluster_dir}/logs/kube-apiserver.log" in proc.stderr
+        assert "simulated: cannot start" in proc.stderr
+        assert "etcd ready" in proc.stderr  # etcd had started ...
+        assert not _live_processes_mentioning(cluster_dir)  # ... and was stopped again
+        assert _cluster_sh("status", env).returncode == 1
+    finally:
+        assert _cluster_sh("down", env).returncode == 0
+    assert not cluster_dir.exists()
