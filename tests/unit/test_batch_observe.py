@@ -144,7 +144,9 @@ def test_kwok_style_completion_without_summary_still_succeeds() -> None:
     complete = [{"type": "Complete", "status": "True"}]
     p = pod("b-0", 0, "Succeeded", exit_code=0, message="")
     d = derive(obs(job=job(succeeded=1, conditions=complete), pods=[p], total=3))
-    assert d.phase == "Succeeded" and d.requests == {"total": 3} and d.progress == "0/3"
+    assert d.phase == "Succeeded" and d.requests == {"total": 3} and d.progress == "?/3"
+    message = next(c.message for c in d.conditions if c.type == "Complete")
+    assert message.startswith("the Job completed; its pods reported no request counts")
 
 
 def test_failed_job_reports_vllms_error() -> None:

@@ -190,9 +190,14 @@ def derive(obs: BatchObservation) -> Derived:
     complete = _job_condition(job, "Complete")
     failed = _job_condition(job, "Failed")
     if complete is not None:
-        done = f"{requests.get('succeeded', '?')} of {requests.get('total', '?')} requests answered"
-        if requests.get("failed"):
-            done += f", {requests['failed']} with an error line"
+        if "succeeded" in requests:
+            done = f"{requests['succeeded']} of {requests.get('total', '?')} requests answered"
+            if requests.get("failed"):
+                done += f", {requests['failed']} with an error line"
+        else:
+            # Finished pods said nothing the operator could read (deleted early, or not our runner).
+            done = "the Job completed; its pods reported no request counts"
+            derived.progress = f"?/{requests['total']}" if "total" in requests else None
         derived.phase = "Succeeded"
         derived.completion_time = status.get("completionTime") or complete.get("lastTransitionTime")
         derived.conditions = [
