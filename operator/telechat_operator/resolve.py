@@ -63,11 +63,13 @@ def _hf_overrides(spec: ModelEngineSpec, shape: ModelShape | None) -> dict[str, 
             scaling["original_max_position_embeddings"] = rope.original_max_position_embeddings
         elif rope.type == "yarn" and shape is not None:
             scaling["original_max_position_embeddings"] = shape.native_context
-        overrides["rope_scaling"] = scaling
-        # vLLM resets rope_theta when rope_scaling is overridden; send the model's own with it.
+        # rope_theta goes inside the rope_scaling mapping: vLLM applies a mapping-valued override after the
+        # flat keys and replaces the rope parameters wholesale, so a flat rope_theta would be dropped and
+        # the -32K variants would silently run with the default base of 10000.
         theta = rope.rope_theta if rope.rope_theta is not None else (shape.rope_theta if shape else None)
         if theta is not None:
-            overrides["rope_theta"] = theta
+            scaling["rope_theta"] = theta
+        overrides["rope_scaling"] = scaling
     return overrides
 
 

@@ -63,11 +63,11 @@ def test_115b_guide_settings() -> None:
     assert options["tensor-parallel-size"] == 4
     assert options["dtype"] == "float16"
     assert options["trust-remote-code"] is True
-    overrides = json.loads(options["hf-overrides"])
+    overrides = options["hf-overrides"]
     # vLLM registers TeleChat2ForCausalLM only; the 115B checkpoint names TelechatForCausalLM.
     assert overrides["architectures"] == ["TeleChat2ForCausalLM"]
-    assert overrides["rope_scaling"] == {"rope_type": "dynamic", "factor": 3.0}
-    assert overrides["rope_theta"] == 10000.0
+    assert overrides["rope_scaling"] == {"rope_type": "dynamic", "factor": 3.0, "rope_theta": 10000.0}
+    assert "rope_theta" not in overrides  # a flat rope_theta is dropped by vLLM next to rope_scaling
     gen = json.loads(objs["ConfigMap"]["data"][GENERATION_CONFIG_FILE])
     assert gen == {"temperature": 0.0, "repetition_penalty": 1.05, "max_new_tokens": 512}
     # TeleChat2-115B ships no chat template: the operator's is mounted and passed.
@@ -109,8 +109,8 @@ def test_7b_32k_rope_theta_is_sent_with_rope_scaling() -> None:
         "model": {"name": "Tele-AI/TeleChat2-7B-32K"},
         "engine": {"ropeScaling": {"type": "dynamic", "factor": 2}},
     }
-    overrides = json.loads(vllm_yaml(render(spec))["hf-overrides"])
-    assert overrides["rope_theta"] == 1_000_000.0
+    overrides = vllm_yaml(render(spec))["hf-overrides"]
+    assert overrides["rope_scaling"]["rope_theta"] == 1_000_000.0
 
 
 def test_config_change_rolls_pods_and_secrets_stay_references() -> None:
@@ -175,7 +175,7 @@ def test_features_and_extra_args() -> None:
     )
     options = vllm_yaml(objs)
     assert options["enable-auto-tool-choice"] is True and options["tool-call-parser"] == "hermes"
-    assert json.loads(options["structured-outputs-config"]) == {"backend": "xgrammar"}
+    assert options["structured-outputs-config"] == {"backend": "xgrammar"}
     assert container(objs)["args"] == [
         "--config",
         "/etc/telechat/vllm.yaml",

@@ -69,8 +69,9 @@ def vllm_options(spec: ModelEngineSpec, eff: Effective) -> dict[str, Any]:
     if spec.engine.gpu_memory_utilization is not None:
         options["gpu-memory-utilization"] = spec.engine.gpu_memory_utilization
     if eff.hf_overrides:
-        # rope_scaling, rope_theta and the architecture fix: vLLM applies them on top of config.json.
-        options["hf-overrides"] = json.dumps(eff.hf_overrides, sort_keys=True)
+        # rope scaling and the architecture fix, applied by vLLM on top of config.json. A mapping in the
+        # --config file reaches vLLM as the JSON value of --hf-overrides.
+        options["hf-overrides"] = eff.hf_overrides
     if eff.generation_config is not None:
         options["generation-config"] = CONFIG_DIR
     if eff.chat_template is not None:
@@ -81,7 +82,7 @@ def vllm_options(spec: ModelEngineSpec, eff: Effective) -> dict[str, Any]:
         options["tool-call-parser"] = tools.parser
     structured = spec.features.structured_outputs
     if structured is not None:
-        options["structured-outputs-config"] = json.dumps({"backend": structured.backend})
+        options["structured-outputs-config"] = {"backend": structured.backend}
     return options
 
 
