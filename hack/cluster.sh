@@ -7,6 +7,7 @@
 #   bash hack/cluster.sh down        stop the processes it started (by pid) and remove its state
 #   bash hack/cluster.sh status      report each component; exit status 0 only when healthy
 #   bash hack/cluster.sh kubeconfig  print the admin kubeconfig's path
+#   bash hack/cluster.sh lockfile    print the lock file that serialises up and down on this folder
 #
 # Environment:
 #   TELECHAT_CLUSTER_DIR   state folder (default <repo>/.cluster): kubeconfig, ports.env, pids/, logs/,
@@ -15,6 +16,7 @@
 #   TELECHAT_PORT_<NAME>   fix a port instead of picking a free one: ETCD, ETCD_PEER, APISERVER,
 #                          CONTROLLER_MANAGER, SCHEDULER, KWOK
 #   TELECHAT_CLUSTER_TIMEOUT  seconds each step may take before `up` gives up (default 120)
+#   TELECHAT_CLUSTER_LOCKED=1 the caller already holds the lock file (flock), e.g. tests/conftest.py
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -396,6 +398,10 @@ lock_held_by_components() {
 
 # Serialise up and down on one cluster folder (tests and the demo may start it at the same time).
 with_lock() {
+  if [ "${TELECHAT_CLUSTER_LOCKED:-}" = 1 ]; then
+    "$@"
+    return
+  fi
   exec 9>"$lock"
   if ! flock -w 1 9; then
     if lock_held_by_components; then
@@ -413,8 +419,9 @@ case "${1:-}" in
   down) with_lock cmd_down ;;
   status) cmd_status ;;
   kubeconfig) printf '%s\n' "$kubeconfig" ;;
+  lockfile) printf '%s\n' "$lock" ;;
   *)
-    printf 'usage: %s up|down|status|kubeconfig\n' "$0" >&2
+    printf 'usage: %s up|down|status|kubeconfig|lockfile\n' "$0" >&2
     exit 2
     ;;
 esac

@@ -2,16 +2,20 @@
 
 Only tests that ask for ``cluster`` (directly or through ``k8s``, ``namespace``, ``kubectl``) start it,
 so unit tests run without one. A cluster already running when the session starts is reused and left
-running; one the session started is stopped at the end, unless TELECHAT_KEEP_CLUSTER=1.
+running; one a test session started is stopped when the last session using it ends, unless
+TELECHAT_KEEP_CLUSTER=1. TELECHAT_CLUSTER_DIR picks another cluster folder (default <repo>/.cluster).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,11 +46,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(_AUTO_MARKS[parts[0]])
 
 
-def _cluster_dir() -> Path:
-    return Path(os.environ.get("TELECHAT_CLUSTER_DIR") or ROOT / ".cluster").resolve()
-
-
-def _run_cluster_sh(command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def _run_cluster_sh(
+    command: str, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(CLUSTER_SH), command],
         cwd=ROOT,
@@ -54,31 +56,94 @@ def _run_cluster_sh(command: str, timeout: float) -> subprocess.CompletedProcess
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        env=env,
         check=False,
     )
 
 
+@contextlib.contextmanager
+def _cluster_lock(lock_file: Path, timeout: float = 900) -> Iterator[None]:
+    """Hold hack/cluster.sh's own lock (flock) so no other session's up/down runs in between."""
+    deadline = time.monotonic() + timeout
+    with lock_file.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{lock_file} stayed locked for {timeout:g} s", pytrace=False)
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _live_users(users: Path) -> list[Path]:
+    """Registered test sessions still running; files of sessions that died are removed."""
+    live = []
+    for entry in users.glob("*"):
+        if entry.name.isdigit() and _pid_alive(int(entry.name)):
+            live.append(entry)
+        else:
+            entry.unlink(missing_ok=True)
+    return live
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    """The local control plane, started through ``bash hack/cluster.sh up`` when not already running."""
-    cluster_dir = _cluster_dir()
-    already_up = _run_cluster_sh("status", timeout=60).returncode == 0
-    if not already_up:
-        proc = _run_cluster_sh("up", timeout=900)
+    """The local control plane, started through ``bash hack/cluster.sh up`` when not already running.
+
+    Several pytest sessions may share one cluster folder: each registers itself, and a cluster that a
+    test session started is stopped by the last session to finish. A cluster started otherwise (by
+    ``make cluster-up`` or the demo) is left running.
+    """
+    lock_file = Path(_run_cluster_sh("lockfile", timeout=30).stdout.strip())
+    users = lock_file.with_suffix(".users")
+    started_marker = (
+        Path(_run_cluster_sh("kubeconfig", timeout=30).stdout.strip()).parent / ".started-by-tests"
+    )
+    locked_env = {**os.environ, "TELECHAT_CLUSTER_LOCKED": "1"}
+    me = users / str(os.getpid())
+
+    with _cluster_lock(lock_file):
+        proc = _run_cluster_sh("up", timeout=900, env=locked_env)
         if proc.returncode != 0:
             output = f"{proc.stdout}{proc.stderr}"
             pytest.fail(f"bash hack/cluster.sh up failed ({proc.returncode}):\n{output}", pytrace=False)
+        started_here = "already up and healthy" not in proc.stderr
+        if started_here:
+            started_marker.touch()
+        users.mkdir(exist_ok=True)
+        me.touch()
+
+    cluster_dir = started_marker.parent
     kubeconfig = cluster_dir / "kubeconfig"
     env = dict(os.environ)
     env["KUBECONFIG"] = str(kubeconfig)
     env["PATH"] = f"{TOOLS_BIN}{os.pathsep}{env.get('PATH', '')}"
     try:
-        yield Cluster(dir=cluster_dir, kubeconfig=kubeconfig, started_here=not already_up, env=env)
+        yield Cluster(dir=cluster_dir, kubeconfig=kubeconfig, started_here=started_here, env=env)
     finally:
-        if not already_up and os.environ.get("TELECHAT_KEEP_CLUSTER", "") not in ("1", "true", "yes"):
-            proc = _run_cluster_sh("down", timeout=120)
-            if proc.returncode != 0:
-                print(f"bash hack/cluster.sh down failed:\n{proc.stdout}{proc.stderr}", file=sys.stderr)
+        with _cluster_lock(lock_file):
+            me.unlink(missing_ok=True)
+            if os.environ.get("TELECHAT_KEEP_CLUSTER", "") in ("1", "true", "yes"):
+                started_marker.unlink(missing_ok=True)  # from now on it counts as started by hand
+            if started_marker.exists() and not _live_users(users):
+                proc = _run_cluster_sh("down", timeout=120, env=locked_env)
+                if proc.returncode != 0:
+                    print(f"bash hack/cluster.sh down failed:\n{proc.stdout}{proc.stderr}", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")
