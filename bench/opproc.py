@@ -1,0 +1,109 @@
+"""Run the operator's own CLI (``telechat-operator run ...``) with light instrumentation for the benchmark.
+
+    python -m bench.opproc --stats FILE [--profile FILE.prof] -- run --standalone --resync 30
+
+Counts reconciles and what each did (wrapping ``Reconciler.reconcile``) and the requests the operator's
+API client sent (wrapping ``Kube.request``), and writes them to FILE as JSON once a second and at exit.
+Nothing else changes: the operator runs exactly as ``telechat-operator run`` does. With ``--profile`` the
+whole process runs under cProfile and the stats are dumped at exit (that run is not timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import cProfile
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from telechat_operator import cli, kube
+from telechat_operator.controller import reconciler
+
+STATS: dict[str, Any] = {
+    "reconciles": 0,
+    "reconcile_seconds": 0.0,
+    "applied": 0,
+    "status_written": 0,
+    "noop_reconciles": 0,
+    "requests": Counter(),
+}
+_lock = threading.Lock()
+
+
+def _install() -> None:
+    original_reconcile = reconciler.Reconciler.reconcile
+    original_request = kube.Kube.request
+
+    async def reconcile(self: reconciler.Reconciler, ns: str, name: str) -> reconciler.Outcome:
+        start = time.perf_counter()
+        outcome = await original_reconcile(self, ns, name)
+        with _lock:
+            STATS["reconciles"] += 1
+            STATS["reconcile_seconds"] += time.perf_counter() - start
+            STATS["applied"] += outcome.applied
+            STATS["status_written"] += int(outcome.status_written)
+            if not outcome.applied and not outcome.status_written and not outcome.deleted:
+                STATS["noop_reconciles"] += 1
+        return outcome
+
+    async def request(self: kube.Kube, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        parts = path.strip("/").split("/")
+        # .../namespaces/<ns>/<plural>[/<name>[/<subresource>]]
+        tail = parts[parts.index("namespaces") + 2 :] if "namespaces" in parts else parts[-1:]
+        label = f"{method} {tail[0]}" + (f"/{tail[2]}" if len(tail) > 2 else "")
+        with _lock:
+            STATS["requests"][label] += 1
+        return await original_request(self, method, path, **kwargs)
+
+    reconciler.Reconciler.reconcile = reconcile  # type: ignore[method-assign]
+    kube.Kube.request = request  # type: ignore[method-assign]
+
+
+def _dump(path: Path) -> None:
+    with _lock:
+        data = dict(STATS, requests=dict(STATS["requests"]), time=time.time())
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--stats", type=Path, required=True)
+    parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    opts = parser.parse_args()
+    argv = [a for a in opts.args if a != "--"]
+    _install()
+
+    def loop() -> None:
+        while True:
+            _dump(opts.stats)
+            time.sleep(1.0)
+
+    threading.Thread(target=loop, daemon=True).start()
+    atexit.register(_dump, opts.stats)
+    profiler: cProfile.Profile | None = None
+    if opts.profile is not None:
+        profiler = cProfile.Profile()
+
+        def save() -> None:
+            assert profiler is not None
+            profiler.disable()
+            profiler.dump_stats(str(opts.profile))
+
+        atexit.register(save)
+        profiler.enable()
+    # kopf turns SIGTERM into a graceful stop; SIGINT likewise. Nothing else to set up.
+    signal.signal(signal.SIGUSR1, lambda *_: _dump(opts.stats))
+    raise SystemExit(cli.main(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""Results into a Markdown table (docs/benchmarks.md), a PNG, and a profile summary."""
+
+from __future__ import annotations
+
+import collections
+import io
+import pstats
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+MB_PER_MIB = 1.048576
+START, END = "<!-- bench:table:start -->", "<!-- bench:table:end -->"
+
+
+def have_py_spy() -> bool:
+    return bool(shutil.which("py-spy") or (Path(sys.executable).parent / "py-spy").exists())
+
+
+def _bursts(results: dict[str, Any]) -> dict[tuple[int, str], dict[str, Any]]:
+    return {(b["size"], b["mode"]): b for b in results.get("bursts", [])}
+
+
+def _pcts(summary: dict[str, Any]) -> str:
+    if not summary:
+        return "-"
+    return f"{summary['p50_ms']:.0f} / {summary['p95_ms']:.0f} / {summary['p99_ms']:.0f}"
+
+
+def _ratio(op: float | None, floor: float | None) -> str:
+    if op is None or floor is None or floor == 0:
+        return "-"
+    return f"{op / floor:.2f}x"
+
+
+def _yes(ok: bool | None) -> str:
+    return "-" if ok is None else ("yes" if ok else "**no**")
+
+
+def _num(value: float | None, fmt: str = "{:.1f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _wr(traffic: dict[str, Any]) -> str:
+    w, r = traffic.get("writes_per_resource"), traffic.get("reads_per_resource")
+    return f"{_num(w, '{:.2f}')} ({_num(r, '{:.2f}')})"
+
+
+def table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    lat = results.get("latency", {})
+    fl, op = lat.get("floor", {}).get("summary", {}), lat.get("operator", {}).get("summary", {})
+    if fl or op:
+        f50 = fl.get("apply_to_children", {}).get("p50_ms")
+        o50 = op.get("apply_to_children", {}).get("p50_ms")
+        ok = None if f50 is None or o50 is None else (o50 <= 1.5 * f50 and o50 < 100)
+        n = lat.get("operator", {}).get("trials", 0)
+        rows.append(
+            (
+                f"apply → all children exist, p50 / p95 / p99 ms ({n} trials)",
+                _pcts(fl.get("apply_to_children", {})),
+                _pcts(op.get("apply_to_children", {})),
+                _ratio(o50, f50),
+                "p50 ≤ 1.5x floor and < 100 ms",
+                _yes(ok),
+            )
+        )
+        for key, label in (
+            ("apply_to_status", "apply → first status written"),
+            ("pod_ready_to_ready", "pod Ready → resource Ready"),
+            ("deployment_ready_to_ready", "Deployment ready → resource Ready"),
+            ("apply_to_ready", "apply → resource Ready (end to end)"),
+        ):
+            f, o = fl.get(key, {}), op.get(key, {})
+            rows.append(
+                (
+                    f"{label}, p50 / p95 / p99 ms",
+                    _pcts(f),
+                    _pcts(o),
+                    _ratio(o.get("p50_ms"), f.get("p50_ms")),
+                    "",
+                    "",
+                )
+            )
+    bursts = _bursts(results)
+    sizes = sorted({size for size, _ in bursts})
+    for size in sizes:
+        f, o = bursts.get((size, "floor"), {}), bursts.get((size, "operator"), {})
+        big = size >= 1000
+        conv_ok = (o["converged_s"] < 60) if big and o else None
+        rows.append(
+            (
+                f"{size} created at once: all children + Ready status, s",
+                _num(f.get("converged_s")),
+                _num(o.get("converged_s")),
+                _ratio(o.get("converged_s"), f.get("converged_s")),
+                "< 60 s at 1000" if big else "",
+                _yes(conv_ok),
+            )
+        )
+        rows.append(
+            (
+                f"{size}: all children exist / all first statuses written, s",
+                f"{_num(f.get('all_children_s'))} / {_num(f.get('all_status_s'))}",
+                f"{_num(o.get('all_children_s'))} / {_num(o.get('all_status_s'))}",
+                _ratio(o.get("all_children_s"), f.get("all_children_s")),
+                "",
+                "",
+            )
+        )
+        peak_f = f.get("peak_rss_mib") and f["peak_rss_mib"] * MB_PER_MIB
+        peak_o = o.get("peak_rss_mib") and o["peak_rss_mib"] * MB_PER_MIB
+        rows.append(
+            (
+                f"{size}: peak RSS of the controller process, MB",
+                _num(peak_f, "{:.0f}"),
+                _num(peak_o, "{:.0f}"),
+                _ratio(peak_o, peak_f),
+                "< 200 MB at 1000" if big else "",
+                _yes(peak_o < 200 if big and peak_o else None),
+            )
+        )
+        rows.append(
+            (
+                f"{size}: CPU seconds of the controller, create → converged",
+                _num(f.get("cpu_s_to_converge"), "{:.2f}"),
+                _num(o.get("cpu_s_to_converge"), "{:.2f}"),
+                _ratio(o.get("cpu_s_to_converge"), f.get("cpu_s_to_converge")),
+                "",
+                "",
+            )
+        )
+        fw = f.get("traffic_create", {}).get("writes_per_resource")
+        ow = o.get("traffic_create", {}).get("writes_per_resource")
+        fr = f.get("traffic_create", {}).get("reads_per_resource")
+        orr = o.get("traffic_create", {}).get("reads_per_resource")
+        rows.append(
+            (
+                f"{size}: API writes (reads) per created resource",
+                f"{_num(fw, '{:.2f}')} ({_num(fr, '{:.2f}')})",
+                f"{_num(ow, '{:.2f}')} ({_num(orr, '{:.2f}')})",
+                _ratio(ow, fw),
+                "≤ 5 writes",
+                _yes(ow <= 5 if ow is not None else None),
+            )
+        )
+        if "traffic_spec_change" in o or "traffic_spec_change" in f:
+            fs, os_ = f.get("traffic_spec_change", {}), o.get("traffic_spec_change", {})
+            rows.append(
+                (
+                    f"{size}: API writes (reads) per spec change",
+                    _wr(fs),
+                    _wr(os_),
+                    _ratio(os_.get("writes_per_resource"), fs.get("writes_per_resource")),
+                    "",
+                    "",
+                )
+            )
+        if "traffic_idle" in o or "traffic_idle" in f:
+            fi, oi = f.get("traffic_idle", {}), o.get("traffic_idle", {})
+            recon = oi.get("client_side", {}).get("reconciles")
+            rows.append(
+                (
+                    f"{size}: idle, {oi.get('window_s', 0):.0f} s with resync every "
+                    f"{results['settings']['resync_seconds']:g} s ({recon} reconciles): writes (reads)",
+                    f"{fi.get('writes', '-')} ({fi.get('reads', '-')})",
+                    f"{oi.get('writes', '-')} ({oi.get('reads', '-')})",
+                    "",
+                    "0 writes",
+                    _yes(oi.get("writes") == 0 if oi else None),
+                )
+            )
+            rows.append(
+                (
+                    f"{size}: idle, CPU seconds of the controller in that window",
+                    _num(f.get("idle_cpu_s"), "{:.2f}"),
+                    _num(o.get("idle_cpu_s"), "{:.2f}"),
+                    "",
+                    "",
+                    "",
+                )
+            )
+    lines = [
+        "| Measure | Floor | Operator | Operator / floor | Target | Met |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    lines += [f"| {' | '.join(r)} |" for r in rows]
+    m = results.get("machine", {})
+    lines.append("")
+    lines.append(
+        f"Run `{results.get('name')}` of {results.get('started')} on {m.get('cpus')} CPUs "
+        f"({m.get('cpu_model')}), {m.get('memory_gib')} GiB, Kubernetes {m.get('kubernetes')}, "
+        f"Python {m.get('python')}, commit {m.get('git')}; load average at start "
+        f"{m.get('load_average_start')}, at end {m.get('load_average_end')}."
+    )
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"floor": "#4c72b0", "operator": "#dd8452"}
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    lat = results.get("latency", {})
+    for ax, key, title in (
+        (axes[0][0], "apply_to_children", "apply → all children exist"),
+        (axes[0][1], "pod_ready_to_ready", "pod Ready → resource Ready"),
+    ):
+        for mode in ("floor", "operator"):
+            raw = sorted(lat.get(mode, {}).get("raw_ms", {}).get(key, []))
+            if raw:
+                ys = [(i + 1) / len(raw) for i in range(len(raw))]
+                p50 = lat[mode]["summary"][key]["p50_ms"]
+                ax.step(raw, ys, where="post", color=colors[mode], label=f"{mode} (p50 {p50:.0f} ms)")
+        if key == "apply_to_children":
+            ax.axvline(100, color="grey", ls=":", lw=1, label="100 ms target")
+        ax.set_xscale("log")
+        ax.set_xlabel("ms (log)")
+        ax.set_ylabel("fraction of trials")
+        ax.set_title(f"Latency: {title}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+    bursts = _bursts(results)
+    sizes = sorted({s for s, _ in bursts})
+
+    def series(mode: str, fn: Any) -> tuple[list[int], list[float]]:
+        xs, ys = [], []
+        for s in sizes:
+            b = bursts.get((s, mode))
+            if b is not None and fn(b) is not None:
+                xs.append(s)
+                ys.append(fn(b))
+        return xs, ys
+
+    panels = (
+        (axes[0][2], "Burst: time to converge (s)", lambda b: b["converged_s"], 60, "60 s target"),
+        (axes[1][0], "Burst: peak RSS (MB)", lambda b: b["peak_rss_mib"] * MB_PER_MIB, 200, "200 MB target"),
+        (
+            axes[1][1],
+            "Burst: controller CPU seconds to converge",
+            lambda b: b.get("cpu_s_to_converge"),
+            None,
+            "",
+        ),
+    )
+    for ax, title, fn, target, tlabel in panels:
+        for mode in ("floor", "operator"):
+            xs, ys = series(mode, fn)
+            ax.plot(xs, ys, marker="o", color=colors[mode], label=mode)
+        if target:
+            ax.axhline(target, color="grey", ls=":", lw=1, label=tlabel)
+        ax.set_xlabel("resources created at once")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+    ax = axes[1][2]
+    groups: list[tuple[str, dict[str, float]]] = []
+
+    def writes(size: int, key: str) -> dict[str, float]:
+        found = {m: bursts.get((size, m), {}).get(key) for m in ("floor", "operator")}
+        return {m: t["writes_per_resource"] for m, t in found.items() if t}
+
+    for s in sizes:
+        groups.append((f"create\n(n={s})", writes(s, "traffic_create")))
+    for s in sizes:
+        for key, label in (("traffic_spec_change", "spec change"), ("traffic_idle", "idle resync")):
+            if writes(s, key):
+                groups.append((f"{label}\n(n={s})", writes(s, key)))
+    width = 0.38
+    for i, mode in enumerate(("floor", "operator")):
+        xs = [g + (i - 0.5) * width for g in range(len(groups))]
+        ys = [vals.get(mode, 0.0) for _, vals in groups]
+        bars = ax.bar(xs, ys, width, color=colors[mode], label=mode)
+        for bar, y in zip(bars, ys, strict=True):
+            ax.annotate(
+                f"{y:.2f}", (bar.get_x() + bar.get_width() / 2, y), ha="center", va="bottom", fontsize=7
+            )
+    ax.axhline(5, color="grey", ls=":", lw=1, label="5 writes target (create)")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([g for g, _ in groups], fontsize=8)
+    ax.set_title("API writes per resource")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+
+    m = results.get("machine", {})
+    fig.suptitle(
+        f"telechat-operator vs. floor — {m.get('cpus')} CPUs, {m.get('memory_gib')} GiB, "
+        f"Kubernetes {m.get('kubernetes')}, run {results.get('started')}"
+        + (" (quick)" if results.get("quick") else "")
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_doc(doc: Path, table_md: str, results: dict[str, Any], png: Path) -> None:
+    block = f"{START}\n{table_md}\n\n![benchmark plot](../bench/results/{png.name})\n{END}"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n## Results\n\n" + block + "\n"
+    doc.write_text(text)
+
+
+# --- profiles ------------------------------------------------------------------------------------------
+def summarize_profile(result: dict[str, Any], kind: str, out: Path, top: int = 25) -> dict[str, Any]:
+    """Write a readable top list of the profile next to the results and return its head."""
+    src = Path(result.get("profile_file", ""))
+    summary: dict[str, Any] = {
+        "kind": kind,
+        "size": result.get("size"),
+        "converged_s_under_profiler": result.get("converged_s"),
+        "cpu_s_window": result.get("cpu_s_window"),
+        "text": str(out.name),
+    }
+    if not src.exists():
+        summary["error"] = f"no profile written ({src})"
+        return summary
+    if kind == "cprofile":
+        buf = io.StringIO()
+        stats = pstats.Stats(str(src), stream=buf)
+        stats.strip_dirs().sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
+        out.write_text(buf.getvalue())
+        rows = []
+        for (file, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+            rows.append({"function": f"{func} ({file}:{line})", "calls": nc, "self_s": round(tt, 3),
+                         "total_s": round(ct, 3)})  # fmt: skip
+        rows.sort(key=lambda r: -r["self_s"])
+        summary["top_self"] = rows[:top]
+        return summary
+    # py-spy --format raw: "frame;frame;...;leaf count" per line, frames "func (file:line)".
+    self_count: collections.Counter[str] = collections.Counter()
+    incl_count: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in src.read_text(errors="replace").splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        count = int(count_s)
+        total += count
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        self_count[frames[-1]] += count
+        for f in set(frames):
+            incl_count[f] += count
+    lines = [f"py-spy samples: {total}", "", "self (leaf) %:"]
+    lines += [f"{100 * v / total:6.2f}  {k}" for k, v in self_count.most_common(top)]
+    lines += ["", "inclusive %:"]
+    lines += [f"{100 * v / total:6.2f}  {k}" for k, v in incl_count.most_common(top * 2)]
+    out.write_text("\n".join(lines) + "\n")
+    summary["samples"] = total
+    summary["top_self"] = [
+        {"function": k, "pct": round(100 * v / total, 2)} for k, v in self_count.most_common(top)
+    ]
+    summary["top_inclusive"] = [
+        {"function": k, "pct": round(100 * v / total, 2)} for k, v in incl_count.most_common(top * 2)
+    ]
+    return summary
