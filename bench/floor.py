@@ -160,6 +160,12 @@ class Floor:
         self.done[key] = (meta.get("generation"), _rv(deployment))
 
 
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
 async def _watch(api: Api, path: str, selector: str | None, handle: Any, synced: asyncio.Event) -> None:
     async for kind, obj in api.list_watch(path, selector, on_synced=synced.set):
         handle(kind, obj)
@@ -195,15 +201,15 @@ async def amain(opts: argparse.Namespace) -> None:
     while not stop.is_set():
         if opts.stats:
             data = dict(floor.stats, writes=kube.writes, reads=kube.reads, time=time.time())
-            Path(opts.stats).write_text(json.dumps(data))
+            _write(Path(opts.stats), data)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
+            await asyncio.wait_for(stop.wait(), 0.25)
     for task in watches:
         task.cancel()
     await asyncio.gather(*watches, return_exceptions=True)
     if opts.stats:
         data = dict(floor.stats, writes=kube.writes, reads=kube.reads, time=time.time())
-        Path(opts.stats).write_text(json.dumps(data))
+        _write(Path(opts.stats), data)
     await api.close()
     await kube.close()
 

@@ -2,8 +2,9 @@
 
     python -m bench.opproc --stats FILE [--profile FILE.prof] -- run --standalone --resync 30
 
-Counts reconciles and what each did (wrapping ``Reconciler.reconcile``) and the requests the operator's
-API client sent (wrapping ``Kube.request``), and writes them to FILE as JSON once a second and at exit.
+Counts reconciles and what each did (wrapping ``Reconciler.reconcile``) and the requests the process
+sent (wrapping ``Kube.request`` and kopf's ``api.request``), and writes them to FILE as JSON four times a
+second and at exit.
 Nothing else changes: the operator runs exactly as ``telechat-operator run`` does. With ``--profile`` the
 whole process runs under cProfile and the stats are dumped at exit (that run is not timed).
 """
@@ -21,9 +22,15 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from kopf._cogs.clients import api as kopf_api
 
 from telechat_operator import cli, kube
 from telechat_operator.controller import reconciler
+
+from .kubeapi import classify
+from .traffic import key_name
 
 STATS: dict[str, Any] = {
     "reconciles": 0,
@@ -31,9 +38,12 @@ STATS: dict[str, Any] = {
     "applied": 0,
     "status_written": 0,
     "noop_reconciles": 0,
+    # Requests the process sent, by the labels the API server's metric uses: its own client, and kopf's.
     "requests": Counter(),
+    "kopf_requests": Counter(),
 }
 _lock = threading.Lock()
+_dump_lock = threading.RLock()
 
 
 def _install() -> None:
@@ -53,21 +63,42 @@ def _install() -> None:
         return outcome
 
     async def request(self: kube.Kube, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        parts = path.strip("/").split("/")
-        # .../namespaces/<ns>/<plural>[/<name>[/<subresource>]]
-        tail = parts[parts.index("namespaces") + 2 :] if "namespaces" in parts else parts[-1:]
-        label = f"{method} {tail[0]}" + (f"/{tail[2]}" if len(tail) > 2 else "")
+        query = dict(kwargs.get("query") or [])
+        label = key_name(classify(method, path, query, kwargs.get("content_type", "application/json")))
         with _lock:
             STATS["requests"][label] += 1
         return await original_request(self, method, path, **kwargs)
 
+    original_kopf_request = kopf_api.request
+
+    async def kopf_request(method: str, url: str, **kwargs: Any) -> Any:
+        parts = urlsplit(url)
+        headers = kwargs.get("headers") or {}
+        content_type = headers.get("Content-Type", "application/json")
+        label = key_name(classify(method.upper(), parts.path, dict(parse_qsl(parts.query)), content_type))
+        with _lock:
+            STATS["kopf_requests"][label] += 1
+        return await original_kopf_request(method, url, **kwargs)
+
     reconciler.Reconciler.reconcile = reconcile  # type: ignore[method-assign]
     kube.Kube.request = request  # type: ignore[method-assign]
+    kopf_api.request = kopf_request
 
 
 def _dump(path: Path) -> None:
+    # One writer at a time (the timer thread, SIGUSR1, exit): they share the temporary file.
+    with _dump_lock:
+        _dump_locked(path)
+
+
+def _dump_locked(path: Path) -> None:
     with _lock:
-        data = dict(STATS, requests=dict(STATS["requests"]), time=time.time())
+        data = dict(
+            STATS,
+            requests=dict(STATS["requests"]),
+            kopf_requests=dict(STATS["kopf_requests"]),
+            time=time.time(),
+        )
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
@@ -85,7 +116,7 @@ def main() -> None:
     def loop() -> None:
         while True:
             _dump(opts.stats)
-            time.sleep(1.0)
+            time.sleep(0.25)
 
     threading.Thread(target=loop, daemon=True).start()
     atexit.register(_dump, opts.stats)

@@ -214,7 +214,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         for mode in ("floor", "operator"):
             raw = sorted(lat.get(mode, {}).get("raw_ms", {}).get(key, []))
             if raw:
-                ys = [(i + 1) / len(raw) for i in range(len(raw))]
+                ys = [0.0] + [(i + 1) / len(raw) for i in range(len(raw))]
+                raw = [raw[0], *raw]
                 p50 = lat[mode]["summary"][key]["p50_ms"]
                 ax.step(raw, ys, where="post", color=colors[mode], label=f"{mode} (p50 {p50:.0f} ms)")
         if key == "apply_to_children":
@@ -256,6 +257,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         if target:
             ax.axhline(target, color="grey", ls=":", lw=1, label=tlabel)
         ax.set_xlabel("resources created at once")
+        ax.set_ylim(bottom=0)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -103,7 +103,7 @@ class Harness:
             await self.api.request("POST", self.path(ns), tcd("canary", 0))
             try:
                 await tracker.wait(
-                    lambda: tracker.all_reached(["canary"], "children", "status@1"), 90, "canary"
+                    lambda: tracker.all_reached(["canary"], "children", "ready@1"), 90, "canary"
                 )
             except TimeoutError:
                 raise RuntimeError(f"{mode} did not reconcile the canary:\n{ctl.log_tail()}") from None
@@ -128,9 +128,10 @@ class Harness:
         self, ns: str, resources: int, action: Callable[[], Any], ctl: Controller
     ) -> tuple[dict[str, Any], Any]:
         """Run ``action`` between two scrapes of the server's counters; attribute the difference."""
+        await asyncio.sleep(1.0)  # whatever came before (the canary's last Event) lands before the window
+        driver_before: Counter[RequestKey] = Counter(self.api.counts)
         before = await self.scrape()
         events_before = await self.operator_events(ns)
-        driver_before: Counter[RequestKey] = Counter(self.api.counts)
         stats_before = ctl.stats()
         start = time.perf_counter()
         result = await action()
