@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from tests.operator_process import free_port
 
 CHART = ROOT / "charts" / "telechat-operator"
 CLUSTER_SCOPED = ("clusterroles", "clusterrolebindings", "validatingwebhookconfigurations")
+RBAC_DENIED = re.compile(r'forbidden: User "system:serviceaccount:[^"]+" cannot ', re.IGNORECASE)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
@@ -198,8 +200,9 @@ class OperatorProc:
 
     def forbidden(self) -> list[str]:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        # The API server's 403 bodies and kopf's messages about them all say "forbidden".
-        return [line for line in text.splitlines() if "forbidden" in line.lower()]
+        # RBAC denials read 'X is forbidden: User "system:serviceaccount:..." cannot VERB resource ...'
+        # (other 403s, e.g. writes into a namespace being deleted by another test, are not RBAC gaps).
+        return [line for line in text.splitlines() if RBAC_DENIED.search(line)]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
