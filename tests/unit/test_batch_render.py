@@ -123,7 +123,11 @@ def test_engine_config_is_the_serving_one_without_server_options() -> None:
     assert "host" not in options and "port" not in options
     assert options["model"] == "/models/telechat/115b"
     assert options["tensor-parallel-size"] == 4
-    assert options["hf-overrides"]["rope_scaling"] == {"rope_type": "dynamic", "factor": 3.0, "rope_theta": 10000.0}
+    assert options["hf-overrides"]["rope_scaling"] == {
+        "rope_type": "dynamic",
+        "factor": 3.0,
+        "rope_theta": 10000.0,
+    }
     assert options["chat-template"] == f"/etc/telechat/{CHAT_TEMPLATE_FILE}"
     assert options["generation-config"] == "/etc/telechat"
     assert json.loads(data[GENERATION_CONFIG_FILE]) == {

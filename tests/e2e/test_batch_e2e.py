@@ -1,0 +1,484 @@
+"""Real vLLM (CPU build) runs a TeleChatBatchJob's pod: OpenAI batch JSONL in, one result per request out.
+
+Flow: a TeleChatBatchJob is applied to the real control plane; the operator checks the input ConfigMap and
+the volumes, renders its ConfigMap and Job; the Job controller makes the pod; the scheduler binds it to a
+Node this test registers and plays the kubelet for (``BatchKubelet`` below; kwok would mark the pod
+Succeeded without running anything). The kubelet part runs the pod's exact command, arguments, environment
+and mounted ConfigMap files with the vLLM CPU environment as the image, then writes the outcome to the pod
+status the way a kubelet does: phase Succeeded or Failed, the exit code, and the termination message from
+/dev/termination-log. The Job controller sees the pod finish and completes the Job; the operator reads the
+counts from the termination message. Only the image (python3), the mount paths and /dev/termination-log are
+substituted; the test prints every substitution.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from tests.helpers import ROOT, Cluster, wait_for
+from tests.operator_process import OperatorProcess, start_operator, stop_operator
+
+SERVED = "telechat-tiny"
+DEFAULT_MAX_TOKENS = 12  # spec.sampling.maxTokens: what a request without max_tokens gets
+# What a vLLM CPU image would set on top of the container's own environment.
+CPU_IMAGE_ENV = {
+    "VLLM_TARGET_DEVICE": "cpu",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- fixtures ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vllm_env_python() -> str:
+    """The vLLM CPU environment's python (hack/vllm-env.sh installs it once, cached outside the clone)."""
+    proc = subprocess.run(
+        ["bash", str(ROOT / "hack" / "vllm-env.sh")], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"hack/vllm-env.sh failed:\n{proc.stderr}", pytrace=False)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(vllm_env_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight TeleChat2 checkpoint (tests/e2e/tiny_telechat.py), a few seconds to make."""
+    out = tmp_path_factory.mktemp("tiny-telechat2")
+    generator = ROOT / "tests" / "e2e" / "tiny_telechat.py"
+    subprocess.run([vllm_env_python, str(generator), str(out)], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def batch_operator(cluster: Cluster) -> Iterator[OperatorProcess]:
+    op = start_operator(cluster, name="operator-batch-e2e")
+    try:
+        yield op
+    finally:
+        stop_operator(cluster, op)
+
+
+# --- a kubelet for one batch pod --------------------------------------------------------------------------
+
+
+class BatchKubelet:
+    """Registers a Node, keeps it Ready (Lease renewals), and runs the batch pod bound to it as a process."""
+
+    def __init__(self, api: client.ApiClient, node: str, python: str, workdir: Path) -> None:
+        self.core = client.CoreV1Api(api)
+        self.leases = client.CoordinationV1Api(api)
+        self.node = node
+        self.python = python
+        self.workdir = workdir
+        self.substitutions: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def register(self) -> None:
+        capacity = {"cpu": "8", "memory": "32Gi", "pods": "16", "nvidia.com/gpu": "1"}
+        labels = {"kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux"}
+        self.core.create_node(
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node, "labels": labels}}
+        )
+        ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now()}
+        status = {"capacity": capacity, "allocatable": capacity, "conditions": [ready]}
+        self.core.patch_node_status(self.node, {"status": status})
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        """Renew the node's Lease, so the node lifecycle controller keeps it Ready while vLLM runs."""
+        while True:
+            lease = {
+                "metadata": {"name": self.node, "namespace": "kube-node-lease"},
+                "spec": {
+                    "holderIdentity": self.node,
+                    "leaseDurationSeconds": 40,
+                    "renewTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                },
+            }
+            try:
+                self.leases.replace_namespaced_lease(self.node, "kube-node-lease", lease)
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    self.leases.create_namespaced_lease("kube-node-lease", lease)
+            if self._stop.wait(10):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=15)
+        try:
+            self.core.delete_node(self.node)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def bound_pod(self, namespace: str) -> dict[str, Any] | None:
+        pods = self.core.list_namespaced_pod(namespace, field_selector=f"spec.nodeName={self.node}").items
+        return self.core.api_client.sanitize_for_serialization(pods[0]) if pods else None
+
+    # Volumes become local folders; container paths are rewritten to them in one pass.
+    def _volumes(self, pod: dict[str, Any], root: Path) -> dict[str, Path]:
+        ns = pod["metadata"]["namespace"]
+        local: dict[str, Path] = {}
+        for volume in pod["spec"]["volumes"]:
+            path = root / "volumes" / volume["name"]
+            if "configMap" in volume:
+                ref = volume["configMap"]
+                data = self.core.read_namespaced_config_map(ref["name"], ns).data or {}
+                items = ref.get("items") or [{"key": k, "path": k} for k in data]
+                path.mkdir(parents=True)
+                for item in items:
+                    (path / item["path"]).write_text(data[item["key"]])
+            elif "emptyDir" in volume:
+                path.mkdir(parents=True)
+            elif "persistentVolumeClaim" in volume:
+                claim = self.core.read_namespaced_persistent_volume_claim(
+                    volume["persistentVolumeClaim"]["claimName"], ns
+                )
+                path = Path(self.core.read_persistent_volume(claim.spec.volume_name).spec.host_path.path)
+            else:
+                raise AssertionError(f"volume {volume['name']}: not a type this test kubelet knows")
+            local[volume["name"]] = path
+        return local
+
+    def _env(self, pod: dict[str, Any], container: dict[str, Any], rewrite: Any) -> dict[str, str]:
+        env = {
+            "PATH": f"{Path(self.python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            **CPU_IMAGE_ENV,
+        }
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = rewrite(item["value"])
+                continue
+            field = item["valueFrom"]["fieldRef"]["fieldPath"]  # the only valueFrom a batch pod uses here
+            label = re.fullmatch(r"metadata\.labels\['(.+)'\]", field)
+            assert label, field
+            env[item["name"]] = pod["metadata"]["labels"][label.group(1)]
+        return env
+
+    def run(self, pod: dict[str, Any], timeout: float = 900) -> tuple[int, str, float]:
+        """Run the pod's container to the end and report it in the pod status: (code, message, seconds)."""
+        root = self.workdir / pod["metadata"]["name"]
+        container = pod["spec"]["containers"][0]
+        volumes = self._volumes(pod, root)
+        mounts = {
+            m["mountPath"]: str(volumes[m["name"]]) for m in container["volumeMounts"] if m["name"] in volumes
+        }
+        mounts[TERMINATION_LOG] = str(root / "termination-log")
+        pattern = re.compile(
+            r"(?<![\w.-])("
+            + "|".join(re.escape(p) for p in sorted(mounts, key=len, reverse=True))
+            + r")(?![\w.-])"
+        )
+
+        def rewrite(text: str) -> str:
+            return pattern.sub(lambda m: mounts[m.group(1)], text)
+
+        # ConfigMap files name mounted paths too (vllm.yaml: the model, the generation config folder).
+        for volume in pod["spec"]["volumes"]:
+            if "configMap" in volume:
+                for file in volumes[volume["name"]].iterdir():
+                    file.write_text(rewrite(file.read_text()))
+        command = [
+            self.python if part == "python3" else rewrite(part)
+            for part in container["command"] + container["args"]
+        ]
+        self.substitutions = {"image python3": self.python, **{f"mount {k}": v for k, v in mounts.items()}}
+        env = self._env(pod, container, rewrite)
+        print(f"\nsubstitutions:\n{json.dumps(self.substitutions, indent=2)}\ncommand: {' '.join(command)}")
+
+        started = now()
+        self._status(pod, "Running", {"running": {"startedAt": started}})
+        begin = time.monotonic()
+        log = root / "container.log"
+        with log.open("wb") as out:
+            proc = subprocess.run(
+                command, env=env, cwd=volumes["tmp"], stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+            )
+        seconds = time.monotonic() - begin
+        message = (root / "termination-log").read_text() if (root / "termination-log").exists() else ""
+        if not message and proc.returncode != 0:  # terminationMessagePolicy: FallbackToLogsOnError
+            message = "\n".join(log.read_text(errors="replace").splitlines()[-80:])[-2048:]
+        terminated = {
+            "exitCode": proc.returncode,
+            "reason": "Completed" if proc.returncode == 0 else "Error",
+            "message": message,
+            "startedAt": started,
+            "finishedAt": now(),
+        }
+        self._status(pod, "Succeeded" if proc.returncode == 0 else "Failed", {"terminated": terminated})
+        if proc.returncode != 0:
+            print(log.read_text(errors="replace")[-6000:])
+        return proc.returncode, message, seconds
+
+    def _status(self, pod: dict[str, Any], phase: str, state: dict[str, Any]) -> None:
+        container = pod["spec"]["containers"][0]
+        running = phase == "Running"
+        flag = "True" if running else "False"
+        status = {
+            "phase": phase,
+            "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",
+            "startTime": pod["status"].get("startTime") or now(),
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now()},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
+                {"type": "ContainersReady", "status": flag, "lastTransitionTime": now()},
+                {"type": "Ready", "status": flag, "lastTransitionTime": now()},
+            ],
+            "containerStatuses": [
+                {
+                    "name": container["name"],
+                    "image": container["image"],
+                    "imageID": "",
+                    "ready": running,
+                    "started": running,
+                    "restartCount": 0,
+                    "state": state,
+                }
+            ],
+        }
+        meta = pod["metadata"]
+        self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status})
+
+
+@pytest.fixture
+def batch_node(cluster: Cluster, k8s: Any, vllm_env_python: str, tmp_path: Path) -> Iterator[BatchKubelet]:
+    kubelet = BatchKubelet(k8s, f"local-batch-{secrets.token_hex(3)}", vllm_env_python, tmp_path / "kubelet")
+    kubelet.register()
+    try:
+        yield kubelet
+    finally:
+        kubelet.stop()
+
+
+# --- the test ---------------------------------------------------------------------------------------------
+
+
+def host_volume(cluster: Cluster, ns: str, claim: str, path: Path, mode: str) -> None:
+    pv = f"{ns}-{claim}"
+    docs = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv, "labels": {"telechat.test/namespace": ns}},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": [mode],
+                "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": str(path)},
+                "claimRef": {"namespace": ns, "name": claim},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": ns},
+            "spec": {
+                "accessModes": [mode],
+                "storageClassName": "",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), check=True)
+
+
+def chat(custom_id: str, content: str, **body: Any) -> str:
+    request = {"messages": [{"role": "user", "content": content}], **body}
+    return json.dumps(
+        {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": request}
+    )
+
+
+# Input order is output order. Two malformed lines: one is not JSON, one is a request vLLM's own model
+# refuses (no messages), which vLLM 0.32's run_batch would raise on, losing the whole batch.
+REQUESTS = [
+    chat("llm-1", "Tell me something about large language models.", model=SERVED, max_tokens=8),
+    '{"custom_id": "broken", "method": "POST", "url": "/v1/chat/completions", "body": {',
+    chat("llm-2", "Tell me something about large language models.", model=SERVED, max_tokens=8),
+    json.dumps(
+        {
+            "custom_id": "no-messages",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"prompt": "hi"},
+        }
+    ),
+    chat("defaults", "请介绍一下中国电信。"),
+    chat("zh", "你好", model=SERVED, max_tokens=4),
+]
+
+
+def get_json(cluster: Cluster, *args: str) -> Any:
+    proc = cluster.kubectl("get", *args, "-o", "json")
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def test_batch_of_chat_requests_through_real_vllm(
+    cluster: Cluster,
+    namespace: str,
+    batch_operator: OperatorProcess,
+    batch_node: BatchKubelet,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    began = time.monotonic()
+    results = tmp_path / "results"
+    results.mkdir(mode=0o777)
+    host_volume(cluster, namespace, "tiny-model", tiny_model_dir, "ReadOnlyMany")
+    host_volume(cluster, namespace, "results", results, "ReadWriteOnce")
+    try:
+        spec = {
+            "model": {
+                "name": "Tele-AI/TeleChat2-3B",
+                "servedModelName": SERVED,
+                "pvc": {"claimName": "tiny-model"},
+            },
+            "engine": {"dtype": "bfloat16", "maxModelLen": 2048},
+            # The guide's defaults; max_tokens small so the default is visible in a response.
+            "sampling": {"temperature": 0.0, "repetitionPenalty": 1.05, "maxTokens": DEFAULT_MAX_TOKENS},
+            "scheduling": {"nodeSelector": {"kubernetes.io/hostname": batch_node.node}},
+            "input": {"configMap": {"name": "prompts", "key": "requests.jsonl"}},
+            "output": {"pvc": {"claimName": "results", "path": "runs/tiny.jsonl"}},
+        }
+        docs = [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "prompts"},
+                "data": {"requests.jsonl": "\n".join(REQUESTS) + "\n"},
+            },
+            {
+                "apiVersion": "telechat.ai/v1alpha1",
+                "kind": "TeleChatBatchJob",
+                "metadata": {"name": "tiny"},
+                "spec": spec,
+            },
+        ]
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs), check=True)
+
+        pod = wait_for(
+            lambda: batch_node.bound_pod(namespace),
+            timeout=90,
+            message="the batch pod bound to the local node",
+        )
+        code, message, seconds = batch_node.run(pod)
+        print(
+            f"batch pod ran for {seconds:.1f} s (vLLM start, 6 requests, exit); termination message: "
+            f"{message}"
+        )
+        assert code == 0, message
+
+        def succeeded() -> dict[str, Any] | None:
+            obj = get_json(cluster, "tcb", "tiny", "-n", namespace)
+            return obj if (obj or {}).get("status", {}).get("phase") == "Succeeded" else None
+
+        done = wait_for(succeeded, timeout=60, message="TeleChatBatchJob Succeeded")
+        status = done["status"]
+        assert status["requests"] == {"total": 6, "succeeded": 4, "failed": 2, "invalid": 2}
+        assert status["progress"] == "6/6"
+        complete = next(c for c in status["conditions"] if c["type"] == "Complete")
+        assert (
+            complete["message"]
+            == "4 of 6 requests answered, 2 with an error line. Results: pvc://results/runs/tiny.jsonl."
+        )
+        assert get_json(cluster, "job", "tiny-batch", "-n", namespace)["status"]["succeeded"] == 1
+
+        rows = [json.loads(line) for line in (results / "runs" / "tiny.jsonl").read_text().splitlines()]
+        assert [r["custom_id"] for r in rows] == ["llm-1", None, "llm-2", "no-messages", "defaults", "zh"]
+        answers = {r["custom_id"]: r for r in rows if r["error"] is None}
+        assert set(answers) == {"llm-1", "llm-2", "defaults", "zh"}
+        for row in answers.values():
+            body = row["response"]["body"]
+            assert row["response"]["status_code"] == 200 and body["model"] == SERVED
+            assert body["choices"][0]["message"]["role"] == "assistant"
+        # temperature 0.0 by default (generation_config.json from spec.sampling): same prompt, same answer.
+        first, second = (
+            answers[k]["response"]["body"]["choices"][0]["message"]["content"] for k in ("llm-1", "llm-2")
+        )
+        assert first == second
+        assert answers["llm-1"]["response"]["body"]["usage"]["completion_tokens"] <= 8
+        # A request without max_tokens gets spec.sampling.maxTokens (the tiny model never stops early).
+        assert answers["defaults"]["response"]["body"]["usage"]["completion_tokens"] == DEFAULT_MAX_TOKENS
+        broken, no_messages = rows[1], rows[3]
+        assert broken["error"]["line"] == 2 and "not JSON" in broken["error"]["message"]
+        assert no_messages["response"]["status_code"] == 400 and "messages" in no_messages["error"]["message"]
+        print(f"end-to-end batch test: {time.monotonic() - began:.1f} s")
+    finally:
+        cluster.kubectl("delete", "pv", "-l", f"telechat.test/namespace={namespace}", "--wait=false")
+
+
+def test_rendered_config_holds_only_options_run_batch_accepts(vllm_env_python: str, tmp_path: Path) -> None:
+    """vLLM's own run_batch parser reads the rendered --config file (every option of the batch renderer)."""
+    from telechat_operator.batch.render import render_batch_document
+    from telechat_operator.config import OperatorConfig
+
+    spec = {
+        "model": {"name": "TeleChat/TeleChat2-115B", "revision": "main", "servedModelName": "tc"},
+        "engine": {
+            "dtype": "float16",
+            "maxModelLen": 16384,
+            "gpuMemoryUtilization": 0.9,
+            "ropeScaling": {"type": "dynamic", "factor": 3.0},
+            "extraArgs": ["--max-num-seqs=8"],
+        },
+        "sampling": {"temperature": 0.0, "repetitionPenalty": 1.05, "maxTokens": 512},
+        "features": {"toolCalling": {"enabled": True}, "structuredOutputs": {"backend": "xgrammar"}},
+        "input": {"configMap": {"name": "p", "key": "k"}},
+        "output": {"pvc": {"claimName": "r", "path": "o.jsonl"}},
+    }
+    objects = render_batch_document(spec, "x", "ns", OperatorConfig(), [])
+    configmap = next(o for o in objects if o["kind"] == "ConfigMap")
+    (tmp_path / "vllm.yaml").write_text(configmap["data"]["vllm.yaml"])
+    job = next(o for o in objects if o["kind"] == "Job")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    vllm_args = args[args.index("--config") :]
+    vllm_args[1] = str(tmp_path / "vllm.yaml")
+    probe = (
+        "import sys, json\n"
+        "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
+        "from vllm.entrypoints.launchers.run_batch import make_arg_parser\n"
+        "a = make_arg_parser(FlexibleArgumentParser()).parse_args(sys.argv[1:] + ['-i', 'in', '-o', 'out'])\n"
+        "print(json.dumps({k: str(v) for k, v in vars(a).items()}))\n"
+    )
+    proc = subprocess.run(
+        [vllm_env_python, "-c", probe, *vllm_args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **CPU_IMAGE_ENV},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parsed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert parsed["model"] == "Tele-AI/TeleChat2-115B" and parsed["tensor_parallel_size"] == "4"
+    assert parsed["max_model_len"] == "16384" and parsed["max_num_seqs"] == "8"
+    assert "rope_scaling" in parsed["hf_overrides"] and parsed["chat_template"].endswith(
+        "chat_template.jinja"
+    )
+    assert parsed["enable_auto_tool_choice"] == "True" and parsed["generation_config"] == "/etc/telechat"
