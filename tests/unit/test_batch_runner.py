@@ -98,6 +98,8 @@ FAKE_VLLM = textwrap.dedent(
     args = sys.argv[1:]
     src, dst = args[args.index("-i") + 1], args[args.index("-o") + 1]
     mode = os.environ.get("FAKE_VLLM_MODE", "ok")
+    if mode == "silent":
+        sys.exit(0)
     if mode == "crash":
         print("INFO loading weights")
         print("Traceback (most recent call last):")
@@ -274,6 +276,14 @@ def test_vllm_failure_reports_its_last_lines(
     assert message.startswith(f"vLLM run-batch exited with code {vllm_code if vllm_code > 0 else 137}")
     assert ("CUDA out of memory" in message) or ("dying" in message)
     assert not out.exists()
+
+
+def test_vllm_that_writes_no_results_is_a_failure(
+    tmp_path: Path, fake_vllm: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_VLLM_MODE", "silent")
+    code, message, out = run_shard(tmp_path, fake_vllm, "\n".join(GOOD))
+    assert code == 1 and "wrote no results file" in message and not out.exists()
 
 
 def test_failure_message_fits_a_termination_message() -> None:

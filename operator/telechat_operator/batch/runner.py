@@ -27,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -418,7 +419,9 @@ def run(args: argparse.Namespace) -> int:
         mine = [line for line in found.lines if line.ordinal % shards == index]
         rejected = {line.ordinal: line.error for line in mine if line.error is not None}
         candidates = [line for line in mine if line.error is None]
+        began = time.monotonic()
         rejected.update(_validate_with_vllm(candidates, work))
+        print(f"[telechat-batch] requests checked in {time.monotonic() - began:.1f} s", flush=True)
         sent = [line for line in mine if line.ordinal not in rejected]
         print(
             f"[telechat-batch] shard {index + 1}/{shards}: {len(mine)} of {found.total} requests, "
@@ -434,6 +437,10 @@ def run(args: argparse.Namespace) -> int:
                 # Our own codes fail the Job without retries; a vLLM failure must stay retryable.
                 raise BatchError(
                     code if code not in (EXIT_BAD_INPUT, EXIT_BAD_OUTPUT) else 1, failure_message(code, tail)
+                )
+            if not responses_file.exists():
+                raise BatchError(
+                    1, failure_message(code, [*tail, "(vLLM exited 0 but wrote no results file)"])
                 )
             responses = responses_file.read_text(encoding="utf-8").splitlines()
         lines = _merge_responses(mine, rejected, responses)
