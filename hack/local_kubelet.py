@@ -1,0 +1,562 @@
+"""A minimal kubelet for one node: runs the pods bound to it as local processes, with their real command.
+
+The end-to-end tests and the demo have no container runtime and no GPU, but they must run the exact
+command, arguments, environment and mounted ConfigMap files the operator rendered. This plays the kubelet
+for a Node named by the caller:
+
+- volumes become local folders: a ConfigMap's keys are written as files, an emptyDir is a fresh folder, a
+  PersistentVolumeClaim is the hostPath of the PersistentVolume bound to it;
+- the image becomes a local Python environment (``python3`` in the command resolves to it) plus the
+  environment variables a CPU image would set (``image_env``);
+- container paths in arguments, environment values and ConfigMap files are rewritten to those folders,
+  and vLLM is told to listen on loopback on a free port instead of 0.0.0.0:8000 (pods have their own
+  network namespace; this machine does not). Every rewrite is recorded in ``PodRun.substitutions``;
+- the pod's own startup and readiness probes decide readiness, which is written to the pod's status like
+  a kubelet does; when the process exits, its last log lines become the termination message
+  (terminationMessagePolicy: FallbackToLogsOnError) and the container shows CrashLoopBackOff.
+
+Processes are started in their own session and stopped by pid (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, watch
+
+TERMINATION_LOG_LINES = 80
+TERMINATION_LOG_BYTES = 4096
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class PodRun:
+    """One pod's local process and what was rewritten to run it."""
+
+    namespace: str
+    name: str
+    uid: str
+    workdir: Path
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    substitutions: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    ready: bool = False
+    exit_code: int | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def log_text(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = TERMINATION_LOG_LINES) -> str:
+        """The termination message a kubelet would record: the last lines, capped in size."""
+        text = self.log_text()
+        tail = "\n".join(text.splitlines()[-lines:])
+        return tail[-TERMINATION_LOG_BYTES:]
+
+
+class LocalKubelet:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        node_name: str,
+        python: str,
+        workdir: Path,
+        *,
+        image_env: dict[str, str] | None = None,
+        gpus: int = 1,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        self.core = client.CoreV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
+        self.node_name = node_name
+        self.python = python
+        self.workdir = workdir
+        self.image_env = dict(image_env or {})
+        self.gpus = gpus
+        self.labels = dict(labels or {})
+        self.runs: dict[str, PodRun] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    # --- the node ----------------------------------------------------------------------------------
+    def _node_status(self) -> dict[str, Any]:
+        capacity = {"cpu": "8", "memory": "32Gi", "pods": "16", "nvidia.com/gpu": str(self.gpus)}
+        return {
+            "capacity": capacity,
+            "allocatable": capacity,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "local kubelet for end-to-end tests",
+                    "lastHeartbeatTime": _now(),
+                    "lastTransitionTime": _now(),
+                }
+            ],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "nodeInfo": {
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "kubeletVersion": "v1.36.3-local",
+                "kubeProxyVersion": "",
+                "containerRuntimeVersion": "local://process",
+                "kernelVersion": os.uname().release,
+                "osImage": "local",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+            },
+        }
+
+    def register(self) -> None:
+        labels = {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux", **self.labels}
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name, "labels": labels}}
+        try:
+            self.core.create_node(body)
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+        self.core.patch_node_status(self.node_name, {"status": self._node_status()})
+        self._spawn(self._heartbeat)
+        self._spawn(self._watch_pods)
+
+    def _heartbeat(self) -> None:
+        """Keep the node Ready: renew its Lease and status, as the node lifecycle controller expects."""
+        while not self._stop.wait(10):
+            try:
+                self.core.patch_node_status(
+                    self.node_name, {"status": {"conditions": self._node_status()["conditions"]}}
+                )
+                renew = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                lease = {
+                    "metadata": {"name": self.node_name, "namespace": "kube-node-lease"},
+                    "spec": {
+                        "holderIdentity": self.node_name,
+                        "leaseDurationSeconds": 40,
+                        "renewTime": renew,
+                    },
+                }
+                try:
+                    self.coordination.patch_namespaced_lease(self.node_name, "kube-node-lease", lease)
+                except client.ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                    self.coordination.create_namespaced_lease("kube-node-lease", lease)
+            except Exception as exc:  # keep beating; a test failure will show elsewhere
+                print(f"[local-kubelet] heartbeat failed: {exc}", flush=True)
+
+    def _spawn(self, target: Any, *args: Any) -> threading.Thread:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return thread
+
+    # --- pods --------------------------------------------------------------------------------------
+    def _watch_pods(self) -> None:
+        while not self._stop.is_set():
+            stream = watch.Watch()
+            try:
+                for event in stream.stream(
+                    self.core.list_pod_for_all_namespaces,
+                    field_selector=f"spec.nodeName={self.node_name}",
+                    timeout_seconds=5,
+                ):
+                    if self._stop.is_set():
+                        break
+                    pod = event["object"]
+                    uid = pod.metadata.uid
+                    with self._lock:
+                        known = uid in self.runs
+                    if pod.metadata.deletion_timestamp is not None:
+                        if known or event["type"] != "DELETED":
+                            self._spawn(self._terminate, pod.metadata.namespace, pod.metadata.name, uid)
+                    elif not known and event["type"] in ("ADDED", "MODIFIED"):
+                        run = PodRun(pod.metadata.namespace, pod.metadata.name, uid, self.workdir / uid)
+                        with self._lock:
+                            self.runs[uid] = run
+                        self._spawn(self._start, run, self.core.api_client.sanitize_for_serialization(pod))
+            except Exception as exc:
+                if not self._stop.is_set():
+                    print(f"[local-kubelet] watch failed, retrying: {exc}", flush=True)
+                    time.sleep(1)
+
+    def _volume_dirs(self, pod: dict[str, Any], run: PodRun) -> dict[str, Path]:
+        ns = pod["metadata"]["namespace"]
+        dirs: dict[str, Path] = {}
+        for volume in pod["spec"].get("volumes") or []:
+            name = volume["name"]
+            local = run.workdir / "volumes" / name
+            if "configMap" in volume:
+                cm = self.core.read_namespaced_config_map(volume["configMap"]["name"], ns)
+                local.mkdir(parents=True, exist_ok=True)
+                for key, value in (cm.data or {}).items():
+                    (local / key).write_text(value)
+            elif "emptyDir" in volume:
+                if volume["emptyDir"].get("medium") == "Memory":
+                    continue  # /dev/shm: the host's own
+                local.mkdir(parents=True, exist_ok=True)
+            elif "persistentVolumeClaim" in volume:
+                claim = self.core.read_namespaced_persistent_volume_claim(
+                    volume["persistentVolumeClaim"]["claimName"], ns
+                )
+                pv = self.core.read_persistent_volume(claim.spec.volume_name)
+                if pv.spec.host_path is None:
+                    raise RuntimeError(f"PV {pv.metadata.name} is not a hostPath volume")
+                local = Path(pv.spec.host_path.path)
+            elif "secret" in volume:
+                secret = self.core.read_namespaced_secret(volume["secret"]["secretName"], ns)
+                local.mkdir(parents=True, exist_ok=True)
+                for key, value in (secret.data or {}).items():
+                    (local / key).write_bytes(base64.b64decode(value))
+            else:
+                raise RuntimeError(f"volume {name}: type not supported by the local kubelet")
+            dirs[name] = local
+        return dirs
+
+    def _env_value(self, ns: str, item: dict[str, Any]) -> str | None:
+        if "value" in item:
+            return str(item["value"])
+        source = item.get("valueFrom") or {}
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            secret = self.core.read_namespaced_secret(ref["name"], ns)
+            return base64.b64decode((secret.data or {})[ref["key"]]).decode()
+        if "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            return str((self.core.read_namespaced_config_map(ref["name"], ns).data or {})[ref["key"]])
+        return None
+
+    @staticmethod
+    def _rewrite(text: str, mounts: dict[str, str]) -> str:
+        """Replace container paths by local folders in one pass (a replacement is never rewritten again)."""
+        if not mounts:
+            return text
+        # Longest first, so /model-cache is not taken for /model; a path starts after a non-path character.
+        alternatives = "|".join(re.escape(p) for p in sorted(mounts, key=len, reverse=True))
+        pattern = re.compile(rf"(?<![\w./-])({alternatives})(?=/|$|[^\w.-])")
+        return pattern.sub(lambda m: mounts[m.group(1)], text)
+
+    def _prepare(self, run: PodRun, pod: dict[str, Any]) -> dict[str, Any]:
+        container = pod["spec"]["containers"][0]
+        volume_dirs = self._volume_dirs(pod, run)
+        mounts = {
+            m["mountPath"]: str(volume_dirs[m["name"]])
+            for m in container.get("volumeMounts") or []
+            if m["name"] in volume_dirs
+        }
+        # ConfigMap files may name other mounted paths (vllm.yaml names the chat template): rewrite them.
+        for volume in pod["spec"].get("volumes") or []:
+            if "configMap" in volume and volume["name"] in volume_dirs:
+                for path in volume_dirs[volume["name"]].iterdir():
+                    original = path.read_text()
+                    rewritten = self._rewrite(original, mounts)
+                    if rewritten != original:
+                        path.write_text(rewritten)
+        command = [*container.get("command", []), *container.get("args", [])]
+        if command and command[0] in ("python3", "python"):
+            run.substitutions[f"image {container['image']} ({command[0]})"] = self.python
+            command[0] = self.python
+        command = [self._rewrite(part, mounts) for part in command]
+        run.port = free_port()
+        # The pod would listen on 0.0.0.0:8000 in its own network namespace; here: loopback, a free port.
+        command += ["--host", "127.0.0.1", "--port", str(run.port)]
+        run.substitutions.update({f"mount {k}": v for k, v in mounts.items()})
+        run.substitutions["listen 0.0.0.0:8000"] = f"127.0.0.1:{run.port}"
+        env = {
+            "PATH": f"{Path(self.python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            **self.image_env,
+        }
+        for item in container.get("env") or []:
+            value = self._env_value(pod["metadata"]["namespace"], item)
+            if value is not None:
+                env[item["name"]] = self._rewrite(value, mounts)
+        run.command, run.env = command, env
+        return dict(container)
+
+    def _start(self, run: PodRun, pod: dict[str, Any]) -> None:
+        try:
+            container = self._prepare(run, pod)
+        except Exception as exc:
+            self._patch_status(run, self._waiting_status(pod, "CreateContainerConfigError", str(exc)))
+            return
+        run.workdir.mkdir(parents=True, exist_ok=True)
+        run.log_path = run.workdir / "container.log"
+        (run.workdir / "substitutions.json").write_text(json.dumps(run.substitutions, indent=2))
+        (run.workdir / "command.json").write_text(json.dumps(run.command, indent=2))
+        with run.log_path.open("wb") as log:
+            run.process = subprocess.Popen(
+                run.command,
+                env=run.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=run.workdir,
+                start_new_session=True,
+            )
+        started = _now()
+        self._patch_status(run, self._running_status(pod, started, ready=False))
+        self._probe_loop(run, pod, container, started)
+
+    def _probe(self, run: PodRun, probe: dict[str, Any] | None) -> bool:
+        if not probe:
+            return True
+        path = probe.get("httpGet", {}).get("path", "/")
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{run.port}{path}", timeout=probe.get("timeoutSeconds", 1)
+            ) as rsp:
+                return bool(200 <= rsp.status < 400)
+        except OSError:
+            return False
+
+    def _probe_loop(self, run: PodRun, pod: dict[str, Any], container: dict[str, Any], started: str) -> None:
+        assert run.process is not None
+        startup = container.get("startupProbe")
+        readiness = container.get("readinessProbe")
+        budget = (startup or {}).get("periodSeconds", 10) * (startup or {}).get("failureThreshold", 3)
+        deadline = time.monotonic() + budget
+        started_ok = startup is None
+        while not run.stopping.is_set() and not self._stop.is_set():
+            code = run.process.poll()
+            if code is not None:
+                run.exit_code = code
+                self._patch_status(run, self._crashed_status(pod, run, code, started))
+                return
+            if not started_ok:
+                started_ok = self._probe(run, startup)
+                if not started_ok and time.monotonic() > deadline:
+                    # A kubelet kills the container when the startup probe fails for its whole budget.
+                    self._kill(run)
+                    continue
+            if started_ok:
+                ready = self._probe(run, readiness)
+                if ready != run.ready:
+                    run.ready = ready
+                    self._patch_status(run, self._running_status(pod, started, ready=ready))
+            time.sleep(1.0)
+
+    # --- pod status, as a kubelet writes it -------------------------------------------------------
+    def _conditions(self, ready: bool) -> list[dict[str, Any]]:
+        now = _now()
+        flag = "True" if ready else "False"
+        return [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
+            {"type": "Ready", "status": flag, "lastTransitionTime": now},
+        ]
+
+    def _base(self, pod: dict[str, Any], ready: bool) -> dict[str, Any]:
+        return {
+            "phase": "Running",
+            "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "startTime": pod["status"].get("startTime") or _now(),
+            "conditions": self._conditions(ready),
+        }
+
+    def _running_status(self, pod: dict[str, Any], started: str, ready: bool) -> dict[str, Any]:
+        container = pod["spec"]["containers"][0]
+        status = self._base(pod, ready)
+        status["containerStatuses"] = [
+            {
+                "name": container["name"],
+                "image": container["image"],
+                "imageID": "",
+                "ready": ready,
+                "restartCount": 0,
+                "started": True,
+                "state": {"running": {"startedAt": started}},
+            }
+        ]
+        return status
+
+    def _crashed_status(self, pod: dict[str, Any], run: PodRun, code: int, started: str) -> dict[str, Any]:
+        container = pod["spec"]["containers"][0]
+        status = self._base(pod, False)
+        message = (
+            run.log_tail() if container.get("terminationMessagePolicy") == "FallbackToLogsOnError" else ""
+        )
+        status["containerStatuses"] = [
+            {
+                "name": container["name"],
+                "image": container["image"],
+                "imageID": "",
+                "ready": False,
+                "restartCount": 1,
+                "started": False,
+                "state": {
+                    "waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": f"back-off restarting failed container {container['name']}",
+                    }
+                },
+                "lastState": {
+                    "terminated": {
+                        "exitCode": code,
+                        "reason": "Error",
+                        "message": message,
+                        "startedAt": started,
+                        "finishedAt": _now(),
+                    }
+                },
+            }
+        ]
+        return status
+
+    def _waiting_status(self, pod: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
+        container = pod["spec"]["containers"][0]
+        status = self._base(pod, False)
+        status["phase"] = "Pending"
+        status["containerStatuses"] = [
+            {
+                "name": container["name"],
+                "image": container["image"],
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": message}},
+            }
+        ]
+        return status
+
+    def _patch_status(self, run: PodRun, status: dict[str, Any]) -> None:
+        try:
+            self.core.patch_namespaced_pod_status(run.name, run.namespace, {"status": status})
+        except client.ApiException as exc:
+            if exc.status != 404:
+                print(f"[local-kubelet] status of {run.namespace}/{run.name}: {exc}", flush=True)
+
+    # --- stopping ---------------------------------------------------------------------------------
+    @staticmethod
+    def _kill(run: PodRun, grace: float = 15.0) -> None:
+        proc = run.process
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def _terminate(self, namespace: str, name: str, uid: str) -> None:
+        with self._lock:
+            run = self.runs.pop(uid, None)
+        if run is not None:
+            run.stopping.set()
+            self._kill(run)
+        try:  # the kubelet confirms a graceful deletion once the containers are gone
+            self.core.delete_namespaced_pod(
+                name,
+                namespace,
+                grace_period_seconds=0,
+                body=client.V1DeleteOptions(preconditions={"uid": uid}),
+            )
+        except client.ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    def run_for(self, namespace: str, name_prefix: str) -> PodRun | None:
+        with self._lock:
+            for run in self.runs.values():
+                if (
+                    run.namespace == namespace
+                    and run.name.startswith(name_prefix)
+                    and not run.stopping.is_set()
+                ):
+                    return run
+        return None
+
+    def stop(self, delete_node: bool = True) -> None:
+        self._stop.set()
+        with self._lock:
+            runs = list(self.runs.values())
+        for run in runs:
+            run.stopping.set()
+            self._kill(run, grace=10)
+        for thread in self._threads:
+            thread.join(timeout=15)
+        if delete_node:
+            try:
+                self.core.delete_node(self.node_name)
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run as a daemon (the demo): serve pods bound to one node until SIGTERM."""
+    import argparse
+
+    from kubernetes import config
+
+    parser = argparse.ArgumentParser(description="Run the pods bound to one node as local processes.")
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--node", required=True)
+    parser.add_argument(
+        "--python", required=True, help="python of the environment that stands in for the image"
+    )
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--gpus", type=int, default=1)
+    parser.add_argument("--label", action="append", default=[], help="node label key=value (repeatable)")
+    parser.add_argument("--env", action="append", default=[], help="image environment KEY=VALUE (repeatable)")
+    args = parser.parse_args(argv)
+
+    api = config.new_client_from_config(config_file=args.kubeconfig)
+    kubelet = LocalKubelet(
+        api,
+        args.node,
+        args.python,
+        args.workdir,
+        gpus=args.gpus,
+        labels=dict(item.split("=", 1) for item in args.label),
+        image_env=dict(item.split("=", 1) for item in args.env),
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    kubelet.register()
+    print(f"[local-kubelet] node {args.node} registered; running its pods", flush=True)
+    while not stop.wait(1):
+        for run in list(kubelet.runs.values()):
+            (args.workdir / "endpoints").mkdir(parents=True, exist_ok=True)
+            (args.workdir / "endpoints" / f"{run.namespace}_{run.name}").write_text(
+                f"http://127.0.0.1:{run.port}/v1\n"
+            )
+    kubelet.stop(delete_node=True)
+    print("[local-kubelet] stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
