@@ -110,6 +110,15 @@ async def nodes_ready(api: Api, names: list[str], timeout: float = 120) -> None:
         await asyncio.sleep(0.5)
 
 
+async def delete_leftovers(api: Api, prefix: str = "bench-") -> list[str]:
+    """Namespaces an interrupted earlier run left behind: the operator watches the whole cluster."""
+    listed = await api.request("GET", "/api/v1/namespaces")
+    names = [n["metadata"]["name"] for n in (listed or {}).get("items") or []]
+    left = [n for n in names if n.startswith(prefix)]
+    await asyncio.gather(*(delete_namespace(api, n) for n in left))
+    return left
+
+
 async def create_namespace(api: Api, name: str) -> None:
     await delete_namespace(api, name)
     await api.request(

@@ -198,6 +198,46 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def traffic_table(results: dict[str, Any]) -> str:
+    """Requests per resource split by verb and resource, as the API server counted them."""
+    bursts = _bursts(results)
+    columns: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for size in sorted({s for s, _ in bursts}):
+        for key, label in (
+            ("traffic_create", "create"),
+            ("traffic_spec_change", "spec change"),
+            ("traffic_idle", "idle resync"),
+        ):
+            f = bursts.get((size, "floor"), {}).get(key)
+            o = bursts.get((size, "operator"), {}).get(key)
+            if f or o:
+                columns.append((f"{label} (n={size})", f or {}, o or {}))
+    if not columns:
+        return ""
+    keys = sorted(
+        {k for _, f, o in columns for t in (f, o) for k in t.get("by_request_per_resource", {})},
+        key=lambda k: (k.split(" ")[0] not in ("GET", "LIST"), k),
+    )
+    head = "| Request | " + " | ".join(f"{label}: floor / operator" for label, _, _ in columns) + " |"
+    lines = [head, "| --- |" + " ---: |" * len(columns)]
+    for k in keys:
+        cells = []
+        for _, f, o in columns:
+            fv = f.get("by_request_per_resource", {}).get(k, 0)
+            ov = o.get("by_request_per_resource", {}).get(k, 0)
+            cells.append(f"{fv:.2f} / {ov:.2f}")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    totals = []
+    for _, f, o in columns:
+        totals.append(f"{f.get('writes_per_resource', 0):.2f} / {o.get('writes_per_resource', 0):.2f}")
+    lines.append("| **writes, total** | " + " | ".join(totals) + " |")
+    reads = []
+    for _, f, o in columns:
+        reads.append(f"{f.get('reads_per_resource', 0):.2f} / {o.get('reads_per_resource', 0):.2f}")
+    lines.append("| **reads (GET, LIST), total** | " + " | ".join(reads) + " |")
+    return "\n".join(lines)
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -304,7 +344,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 def update_doc(doc: Path, table_md: str, results: dict[str, Any], png: Path) -> None:
-    block = f"{START}\n{table_md}\n\n![benchmark plot](../bench/results/{png.name})\n{END}"
+    split = traffic_table(results)
+    block = (
+        f"{START}\n{table_md}\n\nAPI requests per resource by verb and resource (server-side counts, "
+        f"attributed as described under Method):\n\n{split}\n\n"
+        f"![benchmark plot](../bench/results/{png.name})\n{END}"
+    )
     text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
     if START in text and END in text:
         text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)

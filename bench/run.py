@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from typing import Any
 import psutil
 
 from . import report
-from .cluster import DEFAULT_DIR, ROOT, BenchCluster, add_gpu_nodes, nodes_ready
+from .cluster import DEFAULT_DIR, ROOT, BenchCluster, add_gpu_nodes, delete_leftovers, nodes_ready
 from .kubeapi import Api
 from .procs import workdir
 from .scenarios import MODES, Harness, Settings
@@ -113,6 +114,9 @@ async def _run(opts: argparse.Namespace, settings: Settings, out: Path) -> dict[
         "bursts": [],
     }
     try:
+        left = await delete_leftovers(api)
+        if left:
+            log.info("deleted namespaces an earlier run left: %s", ", ".join(left))
         version = await api.request("GET", "/version")
         results["machine"]["kubernetes"] = (version or {}).get("gitVersion")
         # Each latency trial keeps its pod (1 GPU) until the end of its run: enough 8-GPU nodes for all.
@@ -201,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     if opts.profile is None:
         opts.profile = "none" if opts.quick else ("py-spy" if report.have_py_spy() else "cprofile")
+    # A plain `kill` stops the run like Ctrl-C does: controllers stopped, namespaces and cluster cleaned.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     settings = _settings(opts)
     out = RESULTS / f"{opts.name or ('quick' if opts.quick else 'results')}.json"

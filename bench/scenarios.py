@@ -91,6 +91,7 @@ class Harness:
         return f"{base}/{name}" if name else base
 
     async def setup(self, mode: str, ns: str, profile: str | None = None) -> tuple[Tracker, Controller]:
+        await self.quiesce()
         await create_namespace(self.api, ns)
         tracker = Tracker(self.api, ns)
         await tracker.start()
@@ -121,6 +122,29 @@ class Harness:
     async def scrape(self) -> Any:
         return traffic.parse_request_totals(await self.api.text("/metrics"))
 
+    async def quiesce(self, quiet_for: float = 3.0, timeout: float = 180.0) -> float:
+        """Wait until the cluster is quiet: the garbage collector and namespace controller, busy for a while
+        after a namespace with a thousand resources is gone, would otherwise count in the next window.
+        Quiet means at most one request a second besides heartbeats (leases, node status, watches)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        quiet_since: float | None = None
+        before = await self.scrape()
+        while loop.time() - start < timeout:
+            await asyncio.sleep(1.0)
+            after = await self.scrape()
+            busy = traffic.busy_requests(before, after)
+            before = after
+            now = loop.time()
+            if busy > 1:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= quiet_for:
+                return now - start
+        log.warning("the cluster did not quiet down in %g s; measuring anyway", timeout)
+        return timeout
+
     async def operator_events(self, ns: str) -> int:
         return traffic.count_operator_events(await self.api.request("GET", f"/api/v1/namespaces/{ns}/events"))
 
@@ -128,7 +152,7 @@ class Harness:
         self, ns: str, resources: int, action: Callable[[], Any], ctl: Controller
     ) -> tuple[dict[str, Any], Any]:
         """Run ``action`` between two scrapes of the server's counters; attribute the difference."""
-        await asyncio.sleep(1.0)  # whatever came before (the canary's last Event) lands before the window
+        await self.quiesce()  # whatever came before (the canary's last Event, GC) lands before the window
         driver_before: Counter[RequestKey] = Counter(self.api.counts)
         before = await self.scrape()
         events_before = await self.operator_events(ns)

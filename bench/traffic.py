@@ -111,6 +111,19 @@ def attribute(
     }
 
 
+HEARTBEATS = {"leases", "nodes", ""}
+
+
+def busy_requests(before: Counter[tuple[RequestKey, str]], after: Counter[tuple[RequestKey, str]]) -> int:
+    """Requests between two scrapes other than watches, heartbeats (leases, node status) and /metrics."""
+    total = 0
+    for (key, code), value in after.items():
+        if key[0] == "WATCH" or key[1] in HEARTBEATS or key[:2] == ("PATCH", "events"):
+            continue
+        total += value - before.get((key, code), 0)
+    return total
+
+
 def count_operator_events(events: dict[str, Any] | None) -> int:
     total = 0
     for item in (events or {}).get("items") or []:
