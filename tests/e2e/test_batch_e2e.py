@@ -434,6 +434,68 @@ def test_batch_of_chat_requests_through_real_vllm(
         cluster.kubectl("delete", "pv", "-l", f"telechat.test/namespace={namespace}", "--wait=false")
 
 
+def test_a_vllm_failure_is_reported_in_status(
+    cluster: Cluster,
+    namespace: str,
+    batch_operator: OperatorProcess,
+    batch_node: BatchKubelet,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """vLLM cannot load the model: the pod fails, the Job fails, and vLLM's own error is in the status."""
+    results = tmp_path / "results"
+    results.mkdir()
+    host_volume(cluster, namespace, "tiny-model", tiny_model_dir, "ReadOnlyMany")
+    host_volume(cluster, namespace, "results", results, "ReadWriteOnce")
+    try:
+        spec = {
+            # The volume exists (so the pre-flight passes) but holds no checkpoint at this path.
+            "model": {
+                "name": "Tele-AI/TeleChat2-3B",
+                "pvc": {"claimName": "tiny-model", "path": "no-such-model"},
+            },
+            "engine": {"dtype": "bfloat16"},
+            "scheduling": {"nodeSelector": {"kubernetes.io/hostname": batch_node.node}},
+            "input": {"configMap": {"name": "prompts", "key": "requests.jsonl"}},
+            "output": {"pvc": {"claimName": "results", "path": "out.jsonl"}},
+            "backoffLimit": 0,
+        }
+        docs = [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "prompts"},
+                "data": {"requests.jsonl": REQUESTS[0]},
+            },
+            {
+                "apiVersion": "telechat.ai/v1alpha1",
+                "kind": "TeleChatBatchJob",
+                "metadata": {"name": "nomodel"},
+                "spec": spec,
+            },
+        ]
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs), check=True)
+        pod = wait_for(
+            lambda: batch_node.bound_pod(namespace), timeout=90, message="the batch pod on the local node"
+        )
+        code, message, seconds = batch_node.run(pod)
+        print(f"failing batch pod ran for {seconds:.1f} s; termination message:\n{message}")
+        assert code == 1 and message.startswith("vLLM run-batch exited with code 1; its last log lines:")
+
+        def failed() -> dict[str, Any] | None:
+            obj = get_json(cluster, "tcb", "nomodel", "-n", namespace)
+            return obj if (obj or {}).get("status", {}).get("phase") == "Failed" else None
+
+        status = wait_for(failed, timeout=60, message="TeleChatBatchJob Failed")["status"]
+        cond = next(c for c in status["conditions"] if c["type"] == "Failed")
+        assert cond["reason"] == "BackoffLimitExceeded"
+        assert "vLLM run-batch exited with code 1" in status["message"]
+        assert message.splitlines()[-1] in status["message"], "vLLM's own last line reaches the status"
+        assert not (results / "out.jsonl").exists()
+    finally:
+        cluster.kubectl("delete", "pv", "-l", f"telechat.test/namespace={namespace}", "--wait=false")
+
+
 def test_rendered_config_holds_only_options_run_batch_accepts(vllm_env_python: str, tmp_path: Path) -> None:
     """vLLM's own run_batch parser reads the rendered --config file (every option of the batch renderer)."""
     from telechat_operator.batch.render import render_batch_document
