@@ -270,7 +270,14 @@ class SamplingSpec(SpecModel):
     repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=-1, description="-1 or 0 disables top-k.")
-    max_tokens: int | None = Field(None, ge=1, description="Default max_tokens of a completion.")
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Default max_tokens of a completion. vLLM also caps requests that ask for more at this value "
+            "(measured with vLLM 0.32), so set it to the longest answer you want to allow."
+        ),
+    )
 
 
 class ToolCallingSpec(SpecModel):
