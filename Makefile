@@ -37,8 +37,9 @@ cluster-down: ## Stop the local control plane and remove its state
 	bash hack/cluster.sh down
 
 .PHONY: crds
-crds: venv ## Regenerate crds/ (and the chart's copy) from the pydantic spec
+crds: venv ## Regenerate crds/ (and the chart's copy) and docs/crd-reference.md from the pydantic spec
 	$(PY) -m telechat_operator.crdgen --write
+	$(PY) -m telechat_operator.docgen --write
 
 .PHONY: lint
 lint: venv ## ruff and mypy
