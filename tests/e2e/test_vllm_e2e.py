@@ -251,3 +251,53 @@ def test_endpoints_and_api_key(served: Served) -> None:
     assert requests.get(f"{served.base_url}/models", timeout=10).status_code == 401
     ok = requests.get(f"{served.base_url}/models", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10)
     assert ok.status_code == 200 and ok.json()["data"][0]["id"] == SERVED
+
+
+@pytest.fixture(scope="module")
+def served_115b(
+    cluster: Cluster, operator: OperatorProcess, local_node: Any, tiny_models: Path
+) -> Iterator[Served]:
+    """The 115B layout: architecture TelechatForCausalLM (not registered by vLLM) and no chat template."""
+    ns = namespace_for(cluster, "e2e-115b")
+    model_volume(cluster, ns, tiny_models)
+    cluster.kubectl(
+        "create", "secret", "generic", "api-key", "-n", ns, f"--from-literal=key={API_KEY}", check=True
+    )
+    spec = base_spec(local_node)
+    spec["model"] = {
+        "name": "TeleChat/TeleChat2-115B",
+        "servedModelName": SERVED,
+        "pvc": {"claimName": "tiny-model", "path": "115b"},
+    }
+    # The guide's settings for TeleChat2-115B, with tensor parallel 1 on the one local "GPU".
+    spec["engine"] = {**spec["engine"], "dtype": "float16", "tensorParallelSize": 1}
+    try:
+        yield serve(cluster, local_node, tiny_models, ns, "tc115b", spec)
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
+        cluster.kubectl("delete", "pv", f"{ns}-tiny-model", "--wait=false")
+
+
+def test_115b_layout_served_with_operator_fixes(cluster: Cluster, served_115b: Served) -> None:
+    tcd = get(cluster, served_115b.namespace, "tcd", served_115b.name)
+    assert (
+        tcd is not None and tcd["status"]["modelId"] == "Tele-AI/TeleChat2-115B"
+    )  # the guide's id, resolved
+    engine = get(cluster, served_115b.namespace, "configmap", f"{served_115b.name}-engine")
+    assert engine is not None and "chat_template.jinja" in engine["data"]
+    assert "TeleChat2ForCausalLM" in engine["data"]["vllm.yaml"]
+    # Without the architecture override vLLM refuses the checkpoint; without a template, chat answers 400.
+    response = client(served_115b).chat.completions.create(
+        model=SERVED,
+        messages=[
+            {"role": "system", "content": "You are TeleChat."},
+            {"role": "user", "content": "Tell me something about large language models."},
+        ],
+        extra_body={
+            "repetition_penalty": 1.05,
+            "skip_special_tokens": False,
+            "spaces_between_special_tokens": False,
+        },
+    )
+    assert response.choices and response.usage is not None and response.usage.completion_tokens > 0
+    assert "Casting" in served_115b.run.log_text() or "float16" in served_115b.run.log_text()
