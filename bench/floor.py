@@ -198,12 +198,20 @@ async def amain(opts: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if opts.stats:
+        stats_path = Path(opts.stats)
+        loop.add_signal_handler(
+            signal.SIGUSR1,
+            lambda: _write(
+                stats_path, dict(floor.stats, writes=kube.writes, reads=kube.reads, time=time.time())
+            ),
+        )
     while not stop.is_set():
         if opts.stats:
             data = dict(floor.stats, writes=kube.writes, reads=kube.reads, time=time.time())
             _write(Path(opts.stats), data)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.25)
+            await asyncio.wait_for(stop.wait(), 1.0)
     for task in watches:
         task.cancel()
     await asyncio.gather(*watches, return_exceptions=True)

@@ -3,8 +3,9 @@
     python -m bench.opproc --stats FILE [--profile FILE.prof] -- run --standalone --resync 30
 
 Counts reconciles and what each did (wrapping ``Reconciler.reconcile``) and the requests the process
-sent (wrapping ``Kube.request`` and kopf's ``api.request``), and writes them to FILE as JSON four times a
-second and at exit.
+sent (wrapping ``Kube.request`` and kopf's ``api.request``), and writes them to FILE as JSON once a
+second, on SIGUSR1 (the driver asks before it reads) and at exit. TELECHAT_BENCH_EXPERIMENTS names
+proposed fixes to patch in first (bench.experiments).
 Nothing else changes: the operator runs exactly as ``telechat-operator run`` does. With ``--profile`` the
 whole process runs under cProfile and the stats are dumped at exit (that run is not timed).
 """
@@ -29,6 +30,7 @@ from kopf._cogs.clients import api as kopf_api
 from telechat_operator import cli, kube
 from telechat_operator.controller import reconciler
 
+from . import experiments
 from .kubeapi import classify
 from .traffic import key_name
 
@@ -111,12 +113,13 @@ def main() -> None:
     parser.add_argument("args", nargs=argparse.REMAINDER)
     opts = parser.parse_args()
     argv = [a for a in opts.args if a != "--"]
+    STATS["experiments"] = experiments.apply(os.environ.get("TELECHAT_BENCH_EXPERIMENTS", "").split(","))
     _install()
 
     def loop() -> None:
         while True:
             _dump(opts.stats)
-            time.sleep(0.25)
+            time.sleep(1.0)
 
     threading.Thread(target=loop, daemon=True).start()
     atexit.register(_dump, opts.stats)

@@ -48,6 +48,7 @@ class Controller:
     workdir: Path
     resync: float
     profile: str | None = None  # "cprofile" or "py-spy"
+    experiments: tuple[str, ...] = ()  # proposed fixes patched into the operator (bench.experiments)
     proc: subprocess.Popen[bytes] | None = None
     ps: psutil.Process | None = None
     samples: list[Sample] = field(default_factory=list)
@@ -73,6 +74,7 @@ class Controller:
         env["KUBECONFIG"] = str(self.kubeconfig)
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = str(ROOT)
+        env["TELECHAT_BENCH_EXPERIMENTS"] = ",".join(self.experiments)
         ready = self.workdir / f"{self.mode}-{self.namespace}.ready"
         ready.unlink(missing_ok=True)
         self.stats_file.unlink(missing_ok=True)
@@ -125,6 +127,17 @@ class Controller:
         peak = _peak_rss(self.proc.pid)
         sampled = max((s.rss for s in self.samples), default=0)
         return max(peak or 0, sampled)
+
+    async def fresh_stats(self) -> dict[str, Any]:
+        """The counters as of now: ask the process to write them (SIGUSR1), then read them."""
+        if self.proc is not None and self.proc.poll() is None:
+            before = self.stats_file.stat().st_mtime_ns if self.stats_file.exists() else 0
+            self.proc.send_signal(signal.SIGUSR1)
+            for _ in range(20):
+                await asyncio.sleep(0.05)
+                if self.stats_file.exists() and self.stats_file.stat().st_mtime_ns != before:
+                    break
+        return self.stats()
 
     def stats(self) -> dict[str, Any]:
         try:

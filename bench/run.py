@@ -138,7 +138,15 @@ async def _run(opts: argparse.Namespace, settings: Settings, out: Path) -> dict[
                     results["bursts"].append(result)
                     _log_burst(result)
                     _save(results, out)
-        if settings.profile:
+        if opts.experiment:
+            size = max(settings.bursts)
+            fixes = tuple(x for x in opts.experiment.split(",") if x)
+            log.info("experiment: operator with %s, %d resources", ", ".join(fixes), size)
+            result = await h.burst("operator", size, experiments=fixes)
+            results["experiment"] = result
+            _log_burst(result)
+            _save(results, out)
+        if settings.profile and "profile" in opts.only:
             size = max(settings.bursts)
             log.info("profile: operator, %d resources, %s (untimed)", size, settings.profile)
             result = await h.burst("operator", size, profile=settings.profile)
@@ -190,13 +198,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=None, help="burst sizes, comma-separated (e.g. 100,500,1000)")
     parser.add_argument("--resync", type=float, default=None, help="operator --resync seconds")
     parser.add_argument("--idle-window", type=float, default=None, help="seconds of the idle measurement")
-    parser.add_argument("--only", default="latency,burst", help="scenarios to run: latency,burst")
+    parser.add_argument(
+        "--only", default="latency,burst,profile", help="what to run (default: latency,burst,profile)"
+    )
     parser.add_argument(
         "--profile",
         choices=["none", "cprofile", "py-spy"],
         default=None,
         help="also run the largest burst once more with the operator under a profiler (untimed); "
         "default: py-spy when installed, else cProfile, for full runs; none for --quick",
+    )
+    parser.add_argument(
+        "--experiment",
+        default=None,
+        help="also run the largest burst with the operator patched with these proposed fixes, e.g. "
+        "children-index,async-handlers,shallow-snapshot,quiet-handler-logs (bench/experiments.py)",
     )
     parser.add_argument("--name", default=None, help="results file stem (default: results, or quick)")
     parser.add_argument("--cluster-dir", default=str(DEFAULT_DIR))

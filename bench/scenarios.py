@@ -90,12 +90,22 @@ class Harness:
         base = f"/apis/{c.API_VERSION}/namespaces/{ns}/{c.PLURAL}"
         return f"{base}/{name}" if name else base
 
-    async def setup(self, mode: str, ns: str, profile: str | None = None) -> tuple[Tracker, Controller]:
+    async def setup(
+        self, mode: str, ns: str, profile: str | None = None, experiments: tuple[str, ...] = ()
+    ) -> tuple[Tracker, Controller]:
         await self.quiesce()
         await create_namespace(self.api, ns)
         tracker = Tracker(self.api, ns)
         await tracker.start()
-        ctl = Controller(mode, ns, self.cluster.kubeconfig, self.s.workdir, self.s.resync, profile=profile)
+        ctl = Controller(
+            mode,
+            ns,
+            self.cluster.kubeconfig,
+            self.s.workdir,
+            self.s.resync,
+            profile=profile,
+            experiments=experiments,
+        )
         ctl.start()
         try:
             if mode == "floor":
@@ -156,7 +166,7 @@ class Harness:
         driver_before: Counter[RequestKey] = Counter(self.api.counts)
         before = await self.scrape()
         events_before = await self.operator_events(ns)
-        stats_before = ctl.stats()
+        stats_before = await ctl.fresh_stats()
         start = time.perf_counter()
         result = await action()
         # Trailing writes (the status after the last rollout step) land in the window too.
@@ -168,7 +178,7 @@ class Harness:
         driver.subtract(driver_before)
         report = traffic.attribute(before, after, driver, events_after - events_before, resources, window)
         report["operator_events"] = events_after - events_before
-        report["client_side"] = _stats_delta(stats_before, ctl.stats())
+        report["client_side"] = _stats_delta(stats_before, await ctl.fresh_stats())
         return report, result
 
     async def create_all(self, ns: str, names: list[str], replicas: int) -> float:
@@ -240,11 +250,16 @@ class Harness:
         }
 
     # --- burst (+ spec change, + idle) -----------------------------------------------------------------
-    async def burst(self, mode: str, size: int, profile: str | None = None) -> dict[str, Any]:
-        ns = f"bench-burst-{size}-{mode}" + ("-profile" if profile else "")
-        tracker, ctl = await self.setup(mode, ns, profile=profile)
+    async def burst(
+        self, mode: str, size: int, profile: str | None = None, experiments: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        ns = (
+            f"bench-burst-{size}-{mode}" + ("-profile" if profile else "") + ("-fixes" if experiments else "")
+        )
+        tracker, ctl = await self.setup(mode, ns, profile=profile, experiments=experiments)
+        extra = bool(profile or experiments)  # an extra run: the create burst only
         names = [f"b-{i:04d}" for i in range(size)]
-        out: dict[str, Any] = {"mode": mode, "size": size}
+        out: dict[str, Any] = {"mode": mode, "size": size, "experiments": list(experiments)}
         apiserver = _process(self.cluster.pid("kube-apiserver"))
         try:
             rss_before = ctl.rss()
@@ -288,7 +303,7 @@ class Harness:
                     "timeline": _timeline(ctl, t0),
                 }
             )
-            if size == self.s.spec_change_size and not profile:
+            if size == self.s.spec_change_size and not extra:
 
                 async def change() -> None:
                     marks["t1"] = time.perf_counter()
@@ -297,7 +312,7 @@ class Harness:
 
                 out["traffic_spec_change"], _ = await self.measure_traffic(ns, size, change, ctl)
                 out["spec_change_ready_s"] = round(tracker.latest(names, "ready@2") - marks["t1"], 3)
-            if size == self.s.idle_size and not profile:
+            if size == self.s.idle_size and not extra:
                 cpu0 = ctl.cpu_seconds()
 
                 async def idle() -> None:
