@@ -23,8 +23,10 @@ from ..resolve import Effective, effective
 from ..validation import SpecError, check
 from .cache import ObservedState
 from .conditions import merge_conditions, transitions
+from .events import object_event
 from .observe import Observation, derive
 from .plan import plan
+from .secrets import missing_secrets
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +67,7 @@ class Reconciler:
             refs.append(("spec.apiKeySecretRef", spec.api_key_secret_ref))
         if not refs or self._secrets_ok.get((ns, name), -1) == generation:
             return []
-        missing = []
-        for field, ref in refs:
-            secret = await self.kube.get("Secret", ns, ref.name)
-            if secret is None:
-                missing.append(f"{field}: Secret {ref.name!r} not found in namespace {ns!r}")
-            elif ref.key not in (secret.get("data") or {}) and ref.key not in (
-                secret.get("stringData") or {}
-            ):
-                missing.append(f"{field}: Secret {ref.name!r} has no key {ref.key!r}")
+        missing = await missing_secrets(self.kube, ns, refs)
         if not missing:
             self._secrets_ok[(ns, name)] = generation
         return missing
@@ -259,36 +253,10 @@ class Reconciler:
         return None
 
     async def _event(self, body: dict[str, Any], cond: dict[str, Any], kind: str) -> None:
-        meta = body["metadata"]
-        now = now_rfc3339()
-        message = (
-            f"{cond['type']}={cond['status']}: {cond['message']}"
-            if cond["message"]
-            else f"{cond['type']}={cond['status']}"
-        )
-        await self.kube.post_event(
-            {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-                "involvedObject": {
-                    "apiVersion": c.API_VERSION,
-                    "kind": c.KIND,
-                    "name": meta["name"],
-                    "namespace": meta["namespace"],
-                    "uid": meta["uid"],
-                },
-                "reason": cond["reason"],
-                "message": message[:1024],
-                "type": kind,
-                "source": {"component": c.FIELD_MANAGER},
-                "reportingComponent": c.FIELD_MANAGER,
-                "reportingInstance": self._instance,
-                "firstTimestamp": now,
-                "lastTimestamp": now,
-                "count": 1,
-            }
-        )
+        text = f"{cond['type']}={cond['status']}"
+        message = f"{text}: {cond['message']}" if cond["message"] else text
+        event = object_event(body, c.KIND, kind, cond["reason"], message, self._instance, now_rfc3339())
+        await self.kube.post_event(event)
 
     def forget(self, ns: str, name: str) -> None:
         self._secrets_ok.pop((ns, name), None)
