@@ -301,6 +301,15 @@ def test_webhook_certificate_is_signed_by_the_ca_bundle_and_names_the_service() 
     assert webhook["failurePolicy"] == "Ignore"
     assert webhook["sideEffects"] == "None"
     assert webhook["rules"][0]["resources"] == ["telechatdeployments"]
+    assert (
+        len(
+            {
+                w["clientConfig"].get("caBundle")
+                for w in one(docs, "ValidatingWebhookConfiguration")["webhooks"]
+            }
+        )
+        == 1
+    )
 
     import base64
 
@@ -319,6 +328,30 @@ def test_webhook_certificate_is_signed_by_the_ca_bundle_and_names_the_service() 
     assert service["spec"]["ports"] == [
         {"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}
     ]
+
+
+def test_webhook_paths_are_the_operators_validation_handlers() -> None:
+    """Each webhook of the chart calls a kopf validation handler that exists, for the right resource."""
+    from telechat_operator.handlers import Runtime, WebhookOptions, build_registry
+
+    registry = build_registry(Runtime(config=OperatorConfig(), webhook=WebhookOptions(mode="server")))
+    handlers = {
+        f"/{h.id}": (h.selector.group, h.selector.version, h.selector.any_name, sorted(h.operations or []))
+        for h in registry._webhooks.get_all_handlers()
+        if h.selector is not None
+    }
+    webhooks = one(render(), "ValidatingWebhookConfiguration")["webhooks"]
+    chart = {
+        w["clientConfig"]["service"]["path"]: (
+            w["rules"][0]["apiGroups"][0],
+            w["rules"][0]["apiVersions"][0],
+            w["rules"][0]["resources"][0],
+            sorted(w["rules"][0]["operations"]),
+        )
+        for w in webhooks
+    }
+    assert chart == handlers
+    assert all(w["failurePolicy"] == "Ignore" for w in webhooks), "the handlers use ignore_failures=True"
 
 
 def test_cert_manager_mode_issues_the_certificate_and_injects_the_ca() -> None:
