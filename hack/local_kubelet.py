@@ -476,12 +476,9 @@ class LocalKubelet:
             run.stopping.set()
             self._kill(run)
         try:  # the kubelet confirms a graceful deletion once the containers are gone
-            self.core.delete_namespaced_pod(
-                name,
-                namespace,
-                grace_period_seconds=0,
-                body=client.V1DeleteOptions(preconditions={"uid": uid}),
-            )
+            # The grace period goes in the body: given a body, the API server ignores the query parameter.
+            options = client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid))
+            self.core.delete_namespaced_pod(name, namespace, body=options)
         except client.ApiException as exc:
             if exc.status not in (404, 409):
                 raise
