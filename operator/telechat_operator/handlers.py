@@ -87,8 +87,9 @@ def _configure(settings: kopf.OperatorSettings, rt: Runtime) -> None:
         )
         settings.admission.managed = c.GROUP
     elif rt.webhook.mode == "server":
+        # In a pod, --webhook-host is 0.0.0.0 (the chart passes it): the webhook Service routes to it.
         settings.admission.server = kopf.WebhookServer(
-            addr="0.0.0.0",
+            addr=rt.webhook.host,
             port=rt.webhook.port,
             certfile=rt.webhook.certfile,
             pkeyfile=rt.webhook.keyfile,
