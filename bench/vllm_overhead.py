@@ -58,7 +58,12 @@ def healthy(port: int) -> bool:
 
 
 def through_operator(
-    cluster: Cluster, kubelet: LocalKubelet, ns: str, name: str, spec: dict[str, Any]
+    cluster: Cluster,
+    kubelet: LocalKubelet,
+    ns: str,
+    name: str,
+    spec: dict[str, Any],
+    phases: list[dict[str, float]],
 ) -> tuple[float, Any]:
     start = time.monotonic()
     apply(cluster, ns, name, spec)
@@ -68,9 +73,18 @@ def through_operator(
         interval=0.2,
         message=f"{name} Ready",
     )
-    elapsed = time.monotonic() - start
+    done = time.monotonic()
     run = kubelet.run_for(ns, name)
-    return elapsed, run
+    # Where the time goes: apply -> process started (API, scheduler, kubelet), process -> probe passed
+    # (vLLM itself), probe passed -> resource Ready (pod status, Deployment controller, operator).
+    phases.append(
+        {
+            "apply_to_process_start_s": run.started_at - start,
+            "process_start_to_probe_ready_s": run.ready_at - run.started_at,
+            "probe_ready_to_resource_ready_s": done - run.ready_at,
+        }
+    )
+    return done - start, run
 
 
 def directly(command: list[str], env: dict[str, str], workdir: Path) -> float:
@@ -133,6 +147,7 @@ def main() -> int:
     direct: list[float] = []
     last_command: list[str] = []
     last_env: dict[str, str] = {}
+    phases: list[dict[str, float]] = []
     try:
         for trial in range(args.trials):
             name = f"tiny-{trial}"
@@ -141,7 +156,7 @@ def main() -> int:
             first_direct = trial % 2 == 1
             if first_direct:
                 direct.append(directly(last_command, last_env, work))
-            elapsed, run = through_operator(cluster, kubelet, ns, name, spec)
+            elapsed, run = through_operator(cluster, kubelet, ns, name, spec, phases)
             via_operator.append(elapsed)
             last_command, last_env = list(run.command), dict(run.env)
             cluster.kubectl("delete", "tcd", name, "-n", ns, "--wait=true", check=True)
@@ -152,7 +167,10 @@ def main() -> int:
             )
             if not first_direct:
                 direct.append(directly(last_command, last_env, work))
-            print(f"trial {trial}: operator {via_operator[-1]:.1f} s, direct {direct[-1]:.1f} s", flush=True)
+            print(
+                f"trial {trial}: operator {via_operator[-1]:.1f} s {phases[-1]}, direct {direct[-1]:.1f} s",
+                flush=True,
+            )
     finally:
         kubelet.stop()
         stop_operator(cluster, op)
@@ -168,6 +186,7 @@ def main() -> int:
         "median_operator_s": statistics.median(via_operator),
         "median_direct_s": statistics.median(direct),
         "median_overhead_s": statistics.median(via_operator) - statistics.median(direct),
+        "operator_phases": phases,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "vllm_overhead.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -67,6 +67,9 @@ class PodRun:
     log_path: Path | None = None
     ready: bool = False
     exit_code: int | None = None
+    # time.monotonic() when the process started and when its readiness probe first passed (benchmarks).
+    started_at: float | None = None
+    ready_at: float | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def log_text(self) -> str:
@@ -321,6 +324,7 @@ class LocalKubelet:
                 cwd=run.workdir,
                 start_new_session=True,
             )
+        run.started_at = time.monotonic()
         started = _now()
         self._patch_status(run, self._running_status(pod, started, ready=False))
         self._probe_loop(run, pod, container, started)
@@ -360,6 +364,8 @@ class LocalKubelet:
                 ready = self._probe(run, readiness)
                 if ready != run.ready:
                     run.ready = ready
+                    if ready and run.ready_at is None:
+                        run.ready_at = time.monotonic()
                     self._patch_status(run, self._running_status(pod, started, ready=ready))
             time.sleep(1.0)
 
@@ -477,7 +483,9 @@ class LocalKubelet:
             self._kill(run)
         try:  # the kubelet confirms a graceful deletion once the containers are gone
             # The grace period goes in the body: given a body, the API server ignores the query parameter.
-            options = client.V1DeleteOptions(grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid))
+            options = client.V1DeleteOptions(
+                grace_period_seconds=0, preconditions=client.V1Preconditions(uid=uid)
+            )
             self.core.delete_namespaced_pod(name, namespace, body=options)
         except client.ApiException as exc:
             if exc.status not in (404, 409):
