@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from . import report
+from . import experiments, report
 from .cluster import DEFAULT_DIR, ROOT, BenchCluster, add_gpu_nodes, delete_leftovers, nodes_ready
 from .kubeapi import Api
 from .procs import workdir
@@ -211,14 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--experiment",
         default=None,
-        help="also run the largest burst with the operator patched with these proposed fixes, e.g. "
-        "children-index,async-handlers,shallow-snapshot,quiet-handler-logs (bench/experiments.py)",
+        help="also run the largest burst with the operator patched with these proposed fixes "
+        f"(bench/experiments.py; default for full runs: {','.join(experiments.ALL)}; 'none' to skip)",
     )
     parser.add_argument("--name", default=None, help="results file stem (default: results, or quick)")
     parser.add_argument("--cluster-dir", default=str(DEFAULT_DIR))
     parser.add_argument("--keep-cluster", action="store_true", help="leave the control plane running")
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     opts = parser.parse_args(argv)
+    if opts.experiment is None and not opts.quick:
+        opts.experiment = ",".join(experiments.ALL)
+    if opts.experiment == "none":
+        opts.experiment = None
     if opts.profile is None:
         opts.profile = "none" if opts.quick else ("py-spy" if report.have_py_spy() else "cprofile")
     # A plain `kill` stops the run like Ctrl-C does: controllers stopped, namespaces and cluster cleaned.
