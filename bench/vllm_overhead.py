@@ -90,6 +90,8 @@ def through_operator(
 def directly(command: list[str], env: dict[str, str], workdir: Path) -> float:
     port = free_port()
     cmd = [*command[:-4], "--host", "127.0.0.1", "--port", str(port)]
+    # A fresh HOME, as a new pod has (its /tmp is an emptyDir): no caches left by an earlier run.
+    env = {**env, "HOME": tempfile.mkdtemp(prefix="home-", dir=workdir)}
     start = time.monotonic()
     with (workdir / "direct.log").open("wb") as log:
         proc = subprocess.Popen(
