@@ -137,7 +137,14 @@ class Api:
             base["labelSelector"] = label_selector
         synced = False
         while True:
-            listed = await self.request("GET", path, query=dict(base))
+            try:
+                listed = await self.request("GET", path, query=dict(base))
+            except ApiError as exc:
+                # A CRD that was just established answers 429 "storage is (re)initializing" for a moment.
+                if exc.status in (429, 500, 503, 504):
+                    await asyncio.sleep(1.0)
+                    continue
+                raise
             assert listed is not None
             kind = listed.get("kind", "").removesuffix("List")
             for item in listed.get("items") or []:

@@ -38,7 +38,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 
 def _settings(opts: argparse.Namespace) -> Settings:
     if opts.quick:
-        defaults: dict[str, Any] = {"trials": 15, "sizes": [20, 50], "resync": 5.0, "idle_window": 12.0}
+        defaults: dict[str, Any] = {"trials": 10, "sizes": [40], "resync": 5.0, "idle_window": 11.0}
     else:
         defaults = {"trials": 120, "sizes": [100, 500, 1000], "resync": 30.0, "idle_window": 65.0}
     sizes = [int(x) for x in opts.sizes.split(",")] if opts.sizes else defaults["sizes"]
@@ -49,7 +49,8 @@ def _settings(opts: argparse.Namespace) -> Settings:
         idle_size=max(sizes),
         resync=opts.resync or defaults["resync"],
         idle_window=opts.idle_window or defaults["idle_window"],
-        settle=3.0 if opts.quick else 5.0,
+        settle=2.0 if opts.quick else 5.0,
+        quiet_for=2.0 if opts.quick else 3.0,
         create_concurrency=16,
         workdir=workdir(),
         profile=None if opts.profile == "none" else opts.profile,
@@ -193,7 +194,7 @@ def _log_burst(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, about two minutes")
+    parser.add_argument("--quick", action="store_true", help="10 trials, one burst of 40: about two minutes")
     parser.add_argument("--trials", type=int, default=None, help="latency trials per controller")
     parser.add_argument("--sizes", default=None, help="burst sizes, comma-separated (e.g. 100,500,1000)")
     parser.add_argument("--resync", type=float, default=None, help="operator --resync seconds")

@@ -39,6 +39,7 @@ class Settings:
     resync: float
     idle_window: float
     settle: float
+    quiet_for: float
     create_concurrency: int
     workdir: Path
     profile: str | None = None  # profile the operator's largest burst in an extra, untimed run
@@ -132,10 +133,11 @@ class Harness:
     async def scrape(self) -> Any:
         return traffic.parse_request_totals(await self.api.text("/metrics"))
 
-    async def quiesce(self, quiet_for: float = 3.0, timeout: float = 180.0) -> float:
+    async def quiesce(self, quiet_for: float | None = None, timeout: float = 180.0) -> float:
         """Wait until the cluster is quiet: the garbage collector and namespace controller, busy for a while
         after a namespace with a thousand resources is gone, would otherwise count in the next window.
         Quiet means at most one request a second besides heartbeats (leases, node status, watches)."""
+        quiet_for = self.s.quiet_for if quiet_for is None else quiet_for
         loop = asyncio.get_running_loop()
         start = loop.time()
         quiet_since: float | None = None

@@ -68,7 +68,12 @@ class Tracker:
         synced = [asyncio.Event() for _ in watches]
         for (path, sel, handler), ev in zip(watches, synced, strict=True):
             self.tasks.append(asyncio.create_task(self._run(path, sel, handler, ev)))
-        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in synced)), 60)
+        waiting = asyncio.gather(*(e.wait() for e in synced))
+        done, _ = await asyncio.wait([waiting, *self.tasks], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if waiting not in done:
+            waiting.cancel()
+            failed = [t.exception() for t in self.tasks if t.done() and not t.cancelled()]
+            raise RuntimeError(f"the driver's watches did not start: {failed or 'timed out after 60 s'}")
 
     async def _run(
         self,
@@ -134,6 +139,9 @@ class Tracker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
+            for task in self.tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise RuntimeError(f"a watch of the driver failed: {task.exception()!r}")
             self.changed.clear()  # before testing, so an event in between is not missed
             if predicate():
                 return
