@@ -219,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster-dir", default=str(DEFAULT_DIR))
     parser.add_argument("--keep-cluster", action="store_true", help="leave the control plane running")
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: redo the plot, the table (and docs/benchmarks.md) from the results JSON",
+    )
     opts = parser.parse_args(argv)
     if opts.experiment is None and not opts.quick:
         opts.experiment = ",".join(experiments.ALL)
@@ -231,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     settings = _settings(opts)
     out = RESULTS / f"{opts.name or ('quick' if opts.quick else 'results')}.json"
-    results = asyncio.run(_run(opts, settings, out))
+    if opts.report_only:
+        results = json.loads(out.read_text())
+    else:
+        results = asyncio.run(_run(opts, settings, out))
     png = out.with_suffix(".png")
     report.plot(results, png)
     table = report.table(results)
