@@ -236,10 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     settings = _settings(opts)
     out = RESULTS / f"{opts.name or ('quick' if opts.quick else 'results')}.json"
-    if opts.report_only:
-        results = json.loads(out.read_text())
-    else:
-        results = asyncio.run(_run(opts, settings, out))
+    # --report-only: nothing measured, the plot, table and docs are made again from the results file.
+    results = json.loads(out.read_text()) if opts.report_only else asyncio.run(_run(opts, settings, out))
     png = out.with_suffix(".png")
     report.plot(results, png)
     table = report.table(results)
