@@ -1,6 +1,6 @@
 """Proposed operator fixes, applied by monkeypatching inside the benchmark's operator process only.
 
-``python -m bench.run --experiment children-index,async-handlers,shallow-snapshot,quiet-handler-logs``
+``python -m bench.run --experiment children-index,async-handlers,...`` (default for full runs: all of them)
 runs the largest burst once more with these patches, so each proposal in docs/benchmarks.md comes with a
 measured effect. Nothing here changes the operator's code: the patches live in the benchmark and are
 applied by bench.opproc when TELECHAT_BENCH_EXPERIMENTS names them.
@@ -15,6 +15,8 @@ applied by bench.opproc when TELECHAT_BENCH_EXPERIMENTS names them.
   from the JSON decoder that nothing mutates, so a shallow copy without managedFields is enough.
 - quiet-handler-logs: kopf logs "Handler ... succeeded." at INFO for every event handler call (nine
   lines per created resource); keep kopf.objects at WARNING unless --verbose.
+- no-netrc: the official client's aiohttp session trusts the environment, so aiohttp looks up ~/.netrc
+  for every request, in a thread (run_in_executor). Create the operator's session with trust_env=False.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-ALL = ("children-index", "async-handlers", "shallow-snapshot", "quiet-handler-logs")
+ALL = ("children-index", "async-handlers", "shallow-snapshot", "quiet-handler-logs", "no-netrc")
 
 
 def apply(names: Iterable[str]) -> list[str]:
@@ -146,9 +148,24 @@ def _quiet_handler_logs() -> None:
     kopf.configure = configure
 
 
+def _no_netrc() -> None:
+    from telechat_operator import kube
+
+    original = kube.Kube.connect.__func__  # type: ignore[attr-defined]
+
+    async def connect(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        client = await original(cls, *args, **kwargs)
+        # Read when the aiohttp session is made, at the first request.
+        client.api.configuration.client_session_kwargs = {"trust_env": False}
+        return client
+
+    kube.Kube.connect = classmethod(connect)  # type: ignore[method-assign, assignment]
+
+
 PATCHES: dict[str, Callable[[], None]] = {
     "children-index": _children_index,
     "async-handlers": _async_handlers,
     "shallow-snapshot": _shallow_snapshot,
     "quiet-handler-logs": _quiet_handler_logs,
+    "no-netrc": _no_netrc,
 }
