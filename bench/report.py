@@ -350,6 +350,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
         for mode in ("floor", "operator"):
             xs, ys = series(mode, fn)
             ax.plot(xs, ys, marker="o", color=colors[mode], label=mode)
+        exp = results.get("experiment")
+        if exp and fn(exp) is not None:
+            ax.plot([exp["size"]], [fn(exp)], marker="*", ms=12, ls="", color="#55a868",
+                    label="operator + proposed fixes")  # fmt: skip
         if target:
             ax.axhline(target, color="grey", ls=":", lw=1, label=tlabel)
         ax.set_xlabel("resources created at once")
