@@ -65,7 +65,7 @@ class OperatorProcess:
 def start_operator(
     cluster: Cluster,
     *,
-    namespaces: tuple[str, ...] = ("t-*",),
+    namespaces: tuple[str, ...] = (),
     resync: float = 5.0,
     webhook: bool = True,
     extra_env: dict[str, str] | None = None,

@@ -11,7 +11,7 @@ from tests.operator_process import OperatorProcess, start_operator, stop_operato
 
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
-    """The operator, watching the tests' namespaces (t-*), webhook registered, resync every 5 s."""
+    """The operator, cluster-wide, webhook registered, resync every 5 s (one module at a time runs one)."""
     op = start_operator(cluster)
     try:
         yield op

@@ -146,7 +146,7 @@ def test_batch_job_runs_to_succeeded_with_the_right_gpus(
         cluster, namespace, configmap("prompts", jsonl("a", "b", "c", junk=1)), batch("nightly", **spec)
     )
 
-    job = wait_for(lambda: get(cluster, namespace, "job", "nightly-batch"), timeout=30, message="the Job")
+    job = wait_for(lambda: get(cluster, namespace, "job", "nightly-batch"), timeout=90, message="the Job")
     assert (job["spec"]["completions"], job["spec"]["parallelism"], job["spec"]["completionMode"]) == (
         2,
         2,
