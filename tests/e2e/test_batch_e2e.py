@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from tests.helpers import ROOT, Cluster, wait_for
+from tests.helpers import Cluster, wait_for
 from tests.operator_process import OperatorProcess, start_operator, stop_operator
 
 SERVED = "telechat-tiny"
@@ -50,23 +50,9 @@ def now() -> str:
 
 
 @pytest.fixture(scope="module")
-def vllm_env_python() -> str:
-    """The vLLM CPU environment's python (hack/vllm-env.sh installs it once, cached outside the clone)."""
-    proc = subprocess.run(
-        ["bash", str(ROOT / "hack" / "vllm-env.sh")], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"hack/vllm-env.sh failed:\n{proc.stderr}", pytrace=False)
-    return proc.stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(vllm_env_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight TeleChat2 checkpoint (tests/e2e/tiny_telechat.py), a few seconds to make."""
-    out = tmp_path_factory.mktemp("tiny-telechat2")
-    generator = ROOT / "tests" / "e2e" / "tiny_telechat.py"
-    subprocess.run([vllm_env_python, str(generator), str(out)], check=True, capture_output=True)
-    return out
+def tiny_model_dir(tiny_models: Path) -> Path:
+    """The TeleChat2-layout checkpoint of the session's tiny models (tests/e2e/conftest.py)."""
+    return tiny_models / "telechat2"
 
 
 @pytest.fixture(scope="module")
@@ -266,8 +252,8 @@ class BatchKubelet:
 
 
 @pytest.fixture
-def batch_node(cluster: Cluster, k8s: Any, vllm_env_python: str, tmp_path: Path) -> Iterator[BatchKubelet]:
-    kubelet = BatchKubelet(k8s, f"local-batch-{secrets.token_hex(3)}", vllm_env_python, tmp_path / "kubelet")
+def batch_node(cluster: Cluster, k8s: Any, vllm_python: str, tmp_path: Path) -> Iterator[BatchKubelet]:
+    kubelet = BatchKubelet(k8s, f"local-batch-{secrets.token_hex(3)}", vllm_python, tmp_path / "kubelet")
     kubelet.register()
     try:
         yield kubelet
@@ -496,7 +482,7 @@ def test_a_vllm_failure_is_reported_in_status(
         cluster.kubectl("delete", "pv", "-l", f"telechat.test/namespace={namespace}", "--wait=false")
 
 
-def test_rendered_config_holds_only_options_run_batch_accepts(vllm_env_python: str, tmp_path: Path) -> None:
+def test_rendered_config_holds_only_options_run_batch_accepts(vllm_python: str, tmp_path: Path) -> None:
     """vLLM's own run_batch parser reads the rendered --config file (every option of the batch renderer)."""
     from telechat_operator.batch.render import render_batch_document
     from telechat_operator.config import OperatorConfig
@@ -530,7 +516,7 @@ def test_rendered_config_holds_only_options_run_batch_accepts(vllm_env_python: s
         "print(json.dumps({k: str(v) for k, v in vars(a).items()}))\n"
     )
     proc = subprocess.run(
-        [vllm_env_python, "-c", probe, *vllm_args],
+        [vllm_python, "-c", probe, *vllm_args],
         capture_output=True,
         text=True,
         check=False,
