@@ -263,6 +263,10 @@ class Harness:
         names = [f"b-{i:04d}" for i in range(size)]
         out: dict[str, Any] = {"mode": mode, "size": size, "experiments": list(experiments)}
         apiserver = _process(self.cluster.pid("kube-apiserver"))
+        components = {
+            n: _process(self.cluster.pid(n)) for n in ("kube-apiserver", "etcd", "kube-controller-manager")
+        }
+        components_before = {n: _cpu(p) for n, p in components.items()}
         try:
             rss_before = ctl.rss()
             cpu_before = ctl.cpu_seconds()
@@ -302,6 +306,10 @@ class Harness:
                     if apiserver
                     else None,
                     "traffic_create": create_traffic,
+                    # The control plane's CPU in the same window: on 2 cores it and the controller share.
+                    "cluster_cpu_s_window": {
+                        n: round(_cpu(p) - components_before[n], 2) for n, p in components.items() if p
+                    },
                     "timeline": _timeline(ctl, t0),
                 }
             )
