@@ -304,6 +304,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     colors = {"floor": "#4c72b0", "operator": "#dd8452"}
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
@@ -322,6 +323,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
         if key == "apply_to_children":
             ax.axvline(100, color="grey", ls=":", lw=1, label="100 ms target")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("ms (log)")
         ax.set_ylabel("fraction of trials")
         ax.set_title(f"Latency: {title}")
@@ -390,10 +394,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 f"{y:.2f}", (bar.get_x() + bar.get_width() / 2, y), ha="center", va="bottom", fontsize=7
             )
     ax.axhline(5, color="grey", ls=":", lw=1, label="5 writes target (create)")
+    ax.set_ylim(0, max([5.0] + [v for _, vals in groups for v in vals.values()]) * 1.3)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([g for g, _ in groups], fontsize=8)
     ax.set_title("API writes per resource")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncols=3, loc="upper center")
     ax.grid(alpha=0.3, axis="y")
 
     m = results.get("machine", {})
