@@ -99,6 +99,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.resync_seconds = args.resync
     kopf.configure(verbose=args.verbose, debug=args.debug, log_prefix=True)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    if not (args.verbose or args.debug):
+        # kopf logs every handler call at INFO (nine lines per created resource); problems still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     webhook = WebhookOptions(
         mode=args.webhook,
         host=args.webhook_host,

@@ -106,19 +106,19 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
 
     # --- indices: the operator's view of the cluster, fed by watches --------------------------------
     @kopf.index(c.GROUP, c.VERSION, c.PLURAL, id="tcd_owners", registry=registry)
-    def tcd_owners(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
+    async def tcd_owners(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): snapshot(body, keep=("metadata", "spec", "status"))}
 
     def child_index(plural_ref: tuple[str, str, str], index_id: str) -> None:
         group, version, plural = plural_ref
 
         @kopf.index(group, version, plural, labels=MANAGED, id=index_id, registry=registry)
-        def index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Any, Any] | None:
+        async def index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Any, Any] | None:
             key = _owner_key(body, namespace)
             return {key: snapshot(body)} if key else None
 
         @kopf.on.event(group, version, plural, labels=MANAGED, id=f"{index_id}-event", registry=registry)
-        def event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        async def event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
             mark_indexed()
             key = _owner_key(body, namespace)
             if key:
@@ -130,7 +130,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     child_index(("", "v1", "persistentvolumeclaims"), "tcd_pvcs")
 
     @kopf.index("", "v1", "pods", labels=MANAGED, id="tcd_pods", registry=registry)
-    def tcd_pods(
+    async def tcd_pods(
         body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
     ) -> dict[Any, Any] | None:
         instance, component = labels.get(c.LABEL_INSTANCE), labels.get(c.LABEL_COMPONENT)
@@ -139,7 +139,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         return {(namespace, instance, component): snapshot(body, keep=("metadata", "status"))}
 
     @kopf.on.event("", "v1", "pods", labels=MANAGED, registry=registry)
-    def pod_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    async def pod_event(namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
         mark_indexed()
         instance = labels.get(c.LABEL_INSTANCE)
         if namespace and instance and labels.get(c.LABEL_COMPONENT) == "server":
@@ -148,7 +148,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     if config.watch_nodes:
 
         @kopf.index("", "v1", "nodes", id="gpu_nodes", registry=registry)
-        def gpu_nodes(status: kopf.Status, **_: Any) -> dict[Any, Any]:
+        async def gpu_nodes(status: kopf.Status, **_: Any) -> dict[Any, Any]:
             """Extended resources each node offers, for "no node has N GPUs" in status."""
             offers: dict[Any, Any] = {}
             for resource, amount in (status.get("allocatable") or {}).items():
@@ -158,7 +158,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
 
     # --- the resource itself -------------------------------------------------------------------
     @kopf.on.event(c.GROUP, c.VERSION, c.PLURAL, registry=registry)
-    def tcd_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+    async def tcd_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
         mark_indexed()
         if namespace is None:
             return

@@ -80,12 +80,17 @@ class ObservedState:
         self.child_indices = tuple(child_indices)
         self.pod_index = pod_index
         self.node_index = node_index
-        # (namespace, kind, name) -> object as returned by our last write.
-        self._written: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # Our last writes, until the watch delivers them: the owners' status, and per owner its children
+        # by (kind, name). Keyed by owner so a reconcile looks only at its own (a burst stays linear).
+        self._written_owner: dict[NamespacedName, dict[str, Any]] = {}
+        self._written: dict[NamespacedName, dict[ObjectKey, dict[str, Any]]] = {}
 
     def owner(self, ns: str, name: str) -> dict[str, Any] | None:
         indexed = _first(self.indices[self.owner_index].get((ns, name)))
-        return _newer(indexed, self._written.get((ns, "owner", name)))
+        newest = _newer(indexed, self._written_owner.get((ns, name)))
+        if newest is indexed:
+            self._written_owner.pop((ns, name), None)
+        return newest
 
     def children(self, ns: str, owner: str) -> dict[ObjectKey, dict[str, Any]]:
         found: dict[ObjectKey, dict[str, Any]] = {}
@@ -93,16 +98,16 @@ class ObservedState:
             for item in self.indices[index_name].get((ns, owner)) or []:
                 obj = dict(item)
                 found[(obj["kind"], obj["metadata"]["name"])] = obj
-        for (w_ns, kind, name), obj in list(self._written.items()):
-            if w_ns != ns or kind == "owner" or obj.get("_owner") != owner:
-                continue
-            key = (kind, name)
+        written = self._written.get((ns, owner), {})
+        for key, obj in list(written.items()):
             newest = _newer(found.get(key), obj)
             if newest is found.get(key):
                 # The watch caught up: drop our copy to keep memory bounded.
-                del self._written[(w_ns, kind, name)]
+                del written[key]
             elif newest is not None:
                 found[key] = newest
+        if not written:
+            self._written.pop((ns, owner), None)
         return found
 
     def pods(self, ns: str, owner: str, component: str) -> list[dict[str, Any]]:
@@ -117,17 +122,11 @@ class ObservedState:
         return max((int(n) for n in store), default=0)
 
     def wrote(self, ns: str, owner: str, obj: dict[str, Any]) -> None:
-        kept = snapshot(obj)
-        kept["_owner"] = owner
-        self._written[(ns, obj["kind"], obj["metadata"]["name"])] = kept
+        self._written.setdefault((ns, owner), {})[(obj["kind"], obj["metadata"]["name"])] = snapshot(obj)
 
     def wrote_owner(self, ns: str, name: str, obj: dict[str, Any]) -> None:
-        self._written[(ns, "owner", name)] = snapshot(obj)
+        self._written_owner[(ns, name)] = snapshot(obj)
 
     def forget(self, ns: str, name: str) -> None:
-        for key in [
-            k
-            for k, v in self._written.items()
-            if k[0] == ns and (v.get("_owner") == name or k == (ns, "owner", name))
-        ]:
-            del self._written[key]
+        self._written.pop((ns, name), None)
+        self._written_owner.pop((ns, name), None)

@@ -30,6 +30,8 @@ from .secrets import missing_secrets
 
 log = logging.getLogger(__name__)
 
+# Ready=False for these reasons follows from what the user asked for.
+_EXPECTED_NOT_READY = frozenset({"Creating", "RolloutInProgress", "ModelLoading", "ScaledToZero"})
 # Kinds the operator may delete when it stops rendering them (a cache PVC removed from the spec).
 _PRUNABLE = {"PersistentVolumeClaim"}
 
@@ -243,7 +245,8 @@ class Reconciler:
         if kind == "Ready" and status == "True":
             return "Normal"
         if kind == "Ready" and status == "False" and before is not None and before[0] == "True":
-            return "Warning"
+            # A rollout the user asked for (or a scale to zero) is news, not trouble.
+            return "Normal" if cond["reason"] in _EXPECTED_NOT_READY else "Warning"
         if (
             (kind, status) in (("SpecValid", "True"), ("Degraded", "False"))
             and before is not None
