@@ -19,6 +19,7 @@ from ..config import OperatorConfig
 from ..kube import ApiError, Kube
 from ..render import Owner, render_deployment_set
 from ..render.deployment_set import COMPONENT
+from ..render.names import selector_labels
 from ..resolve import Effective, effective
 from ..validation import SpecError, check
 from .cache import ObservedState
@@ -175,15 +176,9 @@ class Reconciler:
             name, ns = body["metadata"]["name"], body["metadata"]["namespace"]
             status.update(
                 {
+                    # The pods' selector, for the scale subresource (and HPA).
                     "selector": ",".join(
-                        f"{k}={v}"
-                        for k, v in sorted(
-                            {
-                                c.LABEL_NAME: c.APP_NAME,
-                                c.LABEL_INSTANCE: name,
-                                c.LABEL_COMPONENT: COMPONENT,
-                            }.items()
-                        )
+                        f"{k}={v}" for k, v in sorted(selector_labels(name, COMPONENT).items())
                     ),
                     "modelId": eff.model.model_id,
                     "servedModelName": eff.served_model_name,
