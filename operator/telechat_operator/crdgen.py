@@ -134,17 +134,22 @@ NAME_RULE = cel(
 )
 
 
-def deployment_crd() -> dict[str, Any]:
-    spec_schema = openapi_schema(TeleChatDeploymentSpec)
-    spec_schema["description"] = (
-        "A TeleChat2 model served by vLLM: the operator renders a ConfigMap with the engine configuration, "
-        "a Deployment of vLLM pods and a Service with an OpenAI-compatible API."
-    )
-    status_schema = openapi_schema(TeleChatDeploymentStatus)
+def root_schema(
+    spec_model: type[BaseModel],
+    status_model: type[BaseModel],
+    *,
+    kind_description: str,
+    spec_description: str,
+    name_rule: dict[str, Any],
+) -> dict[str, Any]:
+    """The openAPIV3Schema of a kind: spec and status from their models, a CEL rule on metadata.name."""
+    spec_schema = openapi_schema(spec_model)
+    spec_schema["description"] = spec_description
+    status_schema = openapi_schema(status_model)
     status_schema["description"] = "Observed state, written by the operator."
-    schema = {
+    return {
         "type": "object",
-        "description": "TeleChatDeployment serves a TeleChat2 model with vLLM.",
+        "description": kind_description,
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string"},
@@ -153,8 +158,21 @@ def deployment_crd() -> dict[str, Any]:
             "spec": spec_schema,
             "status": status_schema,
         },
-        "x-kubernetes-validations": [NAME_RULE],
+        "x-kubernetes-validations": [name_rule],
     }
+
+
+def deployment_crd() -> dict[str, Any]:
+    schema = root_schema(
+        TeleChatDeploymentSpec,
+        TeleChatDeploymentStatus,
+        kind_description="TeleChatDeployment serves a TeleChat2 model with vLLM.",
+        spec_description=(
+            "A TeleChat2 model served by vLLM: the operator renders a ConfigMap with the engine "
+            "configuration, a Deployment of vLLM pods and a Service with an OpenAI-compatible API."
+        ),
+        name_rule=NAME_RULE,
+    )
     return _crd(
         plural=c.PLURAL,
         singular=c.SINGULAR,
@@ -226,26 +244,17 @@ def batch_crd() -> dict[str, Any]:
     from .batch.spec import TeleChatBatchJobSpec
     from .batch.status import TeleChatBatchJobStatus
 
-    spec_schema = openapi_schema(TeleChatBatchJobSpec)
-    spec_schema["description"] = (
-        "An OpenAI batch file (JSONL) run through a TeleChat2 model by vLLM's batch mode: the operator "
-        "checks input and output, then renders a ConfigMap and an Indexed Job whose pods write the results."
+    schema = root_schema(
+        TeleChatBatchJobSpec,
+        TeleChatBatchJobStatus,
+        kind_description="TeleChatBatchJob runs offline batch inference with a TeleChat2 model on vLLM.",
+        spec_description=(
+            "An OpenAI batch file (JSONL) run through a TeleChat2 model by vLLM's batch mode: the operator "
+            "checks input and output, then renders a ConfigMap and an Indexed Job whose pods write the "
+            "results."
+        ),
+        name_rule=BATCH_NAME_RULE,
     )
-    status_schema = openapi_schema(TeleChatBatchJobStatus)
-    status_schema["description"] = "Observed state, written by the operator."
-    schema = {
-        "type": "object",
-        "description": "TeleChatBatchJob runs offline batch inference with a TeleChat2 model on vLLM.",
-        "required": ["spec"],
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
-            "spec": spec_schema,
-            "status": status_schema,
-        },
-        "x-kubernetes-validations": [BATCH_NAME_RULE],
-    }
     columns = [
         {"name": "Model", "type": "string", "jsonPath": ".status.modelId"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
