@@ -60,10 +60,11 @@ def _catalog_shape(model_id: str) -> dict[str, Any]:
     shape = resolve_model(model_id).shape
     if shape is None:
         raise ValueError(f"{model_id} is not in the catalog; the bench needs its shape")
-    fields = (
-        "model_id hidden_size layers heads kv_heads ffn_hidden_size vocab_size native_context rope_theta "
-        "params_billion architecture ships_chat_template stored_dtype"
-    ).split()
+    fields = [
+        "model_id", "hidden_size", "layers", "heads", "kv_heads", "ffn_hidden_size", "vocab_size",
+        "native_context", "rope_theta", "params_billion", "architecture", "ships_chat_template",
+        "stored_dtype",
+    ]  # fmt: skip
     out = {f: getattr(shape, f) for f in fields}
     out["trained_context"] = getattr(shape, "trained_context", shape.native_context)
     return out

@@ -74,7 +74,11 @@ def _tensors(shape: dict[str, Any], layers: int, dtype: Any, seed: int) -> Any:
     import torch
 
     hidden, heads, kv_heads = shape["hidden_size"], shape["heads"], shape["kv_heads"]
-    ffn, vocab, head_dim = shape["ffn_hidden_size"], shape["vocab_size"], shape["hidden_size"] // shape["heads"]
+    ffn, vocab, head_dim = (
+        shape["ffn_hidden_size"],
+        shape["vocab_size"],
+        shape["hidden_size"] // shape["heads"],
+    )
     device = os.environ.get("BENCH_TENSOR_DEVICE", "cuda")  # "cpu" for the local check of the driver
     gen = torch.Generator(device=device).manual_seed(seed)
 
@@ -144,7 +148,8 @@ def generate(
         save_file(shard, str(snapshot / filename), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(shard, filename))
     tiny._write_json(
-        snapshot / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map}
+        snapshot / "model.safetensors.index.json",
+        {"metadata": {"total_size": total}, "weight_map": weight_map},
     )
     del shards
     if torch.cuda.is_available():

@@ -63,9 +63,11 @@ def facts(vllm_site: Path) -> dict[str, Any]:
     versions = sh(
         sys.executable,
         "-c",
-        "import torch, vllm, transformers; print(vllm.__version__, torch.__version__, "
+        "import torch, vllm, transformers; print('VERSIONS', vllm.__version__, torch.__version__, "
         "torch.version.cuda, transformers.__version__)",
     )
+    # vLLM logs while importing; the answer is the line that starts with the marker.
+    versions = next((x for x in versions.splitlines() if x.startswith("VERSIONS ")), "VERSIONS ?")[9:]
     return {
         "nvidia_smi": dict(zip(query.split(","), (x.strip() for x in smi.split(",")), strict=False)),
         "versions": dict(zip(("vllm", "torch", "cuda", "transformers"), versions.split(), strict=False)),
@@ -143,7 +145,8 @@ class Server:
         if exit_code is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=30)
+                # vLLM drains for up to its shutdown timeout; nothing is in flight here, so do not wait long.
+                self.proc.wait(timeout=8)
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 with _suppress():
                     os.killpg(self.proc.pid, signal.SIGKILL)
@@ -152,14 +155,20 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the group
         self.reader.join(timeout=10)
         self.log.close()
-        freed = None
-        for _ in range(60):
+        # The next start profiles free memory: give the driver a moment to release this one's.
+        used = None
+        waited = time.monotonic()
+        for _ in range(30):
             mem = gpu_memory_mib()
-            if mem is None or mem[0] < 2048:
-                freed = mem[0] if mem else None
+            used = mem[0] if mem else None
+            if used is None or used < 2048:
                 break
             time.sleep(0.5)
-        return {"exited_before_stop": exit_code, "gpu_used_mib_after_stop": freed}
+        return {
+            "exited_before_stop": exit_code,
+            "gpu_used_mib_after_stop": used,
+            "release_wait_s": round(time.monotonic() - waited, 1),
+        }
 
 
 class _suppress:
@@ -171,7 +180,7 @@ class _suppress:
 
 
 def server_env(case: dict[str, Any], vllm_site: Path) -> dict[str, str]:
-    """The device's environment (the image's, in a pod), the rendered env on top, then the device additions."""
+    """The device's environment (a pod: the image's), the rendered env on top, then the device additions."""
     env = dict(os.environ)
     for var in case["env"]:
         if "value" in var:
@@ -337,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(vllm_site))  # the openai client for the guide's call travels there
     else:
         vllm_site = args.vllm_site
-    results["facts"] = facts(vllm_site) if args.vllm_site is None else {"local": True}
     os.environ["PYTHONPATH"] = str(vllm_site)
+    results["facts"] = facts(vllm_site) if args.vllm_site is None else {"local": True}
     say(f"facts: {results['facts']}")
     results["cases"] = plan["cases"]
     ctx = {

@@ -108,7 +108,9 @@ async def run_level(
     gate = asyncio.Semaphore(concurrency)
     url = f"{base_url}/v1/completions"
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=900)) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=900)
+    ) as session:
         # Warm-up at this concurrency (CUDA graphs for the batch size, sampler paths); not counted.
         warm = _Samples()
         await asyncio.gather(
@@ -135,10 +137,16 @@ async def run_level(
         "requests_per_s": round(done / wall, 3),
         "output_tokens_per_s": round(samples.output_tokens / wall, 1),
         "total_tokens_per_s": round((samples.output_tokens + done * input_tokens) / wall, 1),
-        "ttft_ms": {"p50": _ms(percentile(samples.ttft, 0.5)), "p90": _ms(percentile(samples.ttft, 0.9)),
-                    "p99": _ms(percentile(samples.ttft, 0.99))},
-        "tpot_ms": {"p50": _ms(percentile(samples.tpot, 0.5)), "p90": _ms(percentile(samples.tpot, 0.9)),
-                    "p99": _ms(percentile(samples.tpot, 0.99))},
+        "ttft_ms": {
+            "p50": _ms(percentile(samples.ttft, 0.5)),
+            "p90": _ms(percentile(samples.ttft, 0.9)),
+            "p99": _ms(percentile(samples.ttft, 0.99)),
+        },
+        "tpot_ms": {
+            "p50": _ms(percentile(samples.tpot, 0.5)),
+            "p90": _ms(percentile(samples.tpot, 0.9)),
+            "p99": _ms(percentile(samples.tpot, 0.99)),
+        },
         "itl_ms": {"p50": _ms(percentile(samples.itl, 0.5)), "p99": _ms(percentile(samples.itl, 0.99))},
         "latency_s_p50": None if not samples.latency else round(statistics.median(samples.latency), 3),
     }

@@ -70,9 +70,12 @@ def predict(case: dict[str, Any], gpu_product: str = GPU_PRODUCT) -> dict[str, A
 def compare(prediction: dict[str, Any], figures: dict[str, float]) -> dict[str, Any]:
     """Relative error (planner / vLLM - 1) for the figures vLLM reports."""
     out: dict[str, Any] = {}
-    for ours, theirs in (("weights_gib", "weights_gib"), ("kv_cache_gib", "kv_cache_gib"),
-                         ("kv_tokens", "kv_cache_tokens")):
-        if theirs in figures and figures[theirs]:
+    for ours, theirs in (
+        ("weights_gib", "weights_gib"),
+        ("kv_cache_gib", "kv_cache_gib"),
+        ("kv_tokens", "kv_cache_tokens"),
+    ):
+        if figures.get(theirs):
             out[ours] = {
                 "planner": prediction[ours],
                 "vllm": figures[theirs],

@@ -27,7 +27,9 @@ WEATHER_TOOL = {
 def http(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10) -> tuple[int, str]:
     """(status, body text); status 0 when the server could not be reached."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read().decode(errors="replace")

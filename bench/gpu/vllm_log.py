@@ -18,7 +18,9 @@ Line = tuple[float, str]
 # that was seen to this one.
 STAGE_MARKERS: tuple[tuple[str, str], ...] = (
     ("api_server_imports", r"non-default args"),
-    ("config_and_engine_spawn", r"Initializing a V1 LLM engine"),
+    # vLLM inspects the model class in a subprocess unless VLLM_CACHE_ROOT/modelinfos has it cached.
+    ("model_class_inspection", r"Resolved architecture"),
+    ("engine_core_spawn", r"Initializing a V1 LLM engine"),
     ("engine_setup_to_weight_load", r"Starting to load model"),
     ("weight_load", r"Model loading took"),
     ("torch_compile", r"torch\.compile took|torch\.compile takes"),
@@ -38,7 +40,7 @@ FIGURES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("weights_gib", "model_loading_s"),
     ),
     "dynamo_s": (rf"Dynamo bytecode transform time: {_NUM} s", ("dynamo_s",)),
-    "compile_total_s": (rf"torch\.compile take?s? {_NUM} s in total", ("compile_total_s",)),
+    "compile_total_s": (rf"torch\.compile (?:took|takes) {_NUM} s in total", ("compile_total_s",)),
     "profiling_s": (rf"Initial profiling/warmup run took {_NUM} s", ("profiling_s",)),
     "kv_cache_gib": (rf"Available KV cache memory: {_NUM} GiB", ("kv_cache_gib",)),
     "kv_cache_tokens": (rf"GPU KV cache size: {_NUM} tokens", ("kv_cache_tokens",)),
@@ -67,7 +69,6 @@ NOTABLE = re.compile(
     r"compile cache|Directly load|Cache the graph|torch.compile cache|non-default args|WARNING|ERROR|"
     r"Traceback|Error"
 )
-_LEVEL_PREFIX = re.compile(r"^\(?[A-Za-z]*(?:pid=\d+)?\)?\s*")
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,9 @@ def parameters_per_gpu(shape: ModelShape, tp: int = 1, pp: int = 1, layers: int 
     return body + ends
 
 
-def kv_bytes_per_token(shape: ModelShape, dtype: str, tp: int = 1, pp: int = 1, layers: int | None = None) -> int:
+def kv_bytes_per_token(
+    shape: ModelShape, dtype: str, tp: int = 1, pp: int = 1, layers: int | None = None
+) -> int:
     depth = math.ceil((shape.layers if layers is None else layers) / pp)
     head_dim = shape.hidden_size // shape.heads
     return 2 * depth * kv_heads_per_rank(shape, tp) * head_dim * DTYPE_BYTES[dtype]
@@ -232,3 +234,58 @@ def smallest_tensor_parallel_size(
         if candidate.full_length_requests >= min_requests:
             return tp, candidate
     return None
+
+
+def limits_from_args(extra_args: list[str]) -> EngineLimits:
+    """The scheduler limits a user set through engine.extraArgs (``--flag=value`` or ``--flag value``)."""
+    values: dict[str, str] = {}
+    for i, arg in enumerate(extra_args):
+        name, _, value = arg.partition("=")
+        if not value and i + 1 < len(extra_args) and not extra_args[i + 1].startswith("-"):
+            value = extra_args[i + 1]
+        values[name.lstrip("-").replace("_", "-")] = value
+    batched, seqs = values.get("max-num-batched-tokens"), values.get("max-num-seqs")
+    return EngineLimits(
+        max_num_batched_tokens=int(batched) if batched and batched.isdigit() else None,
+        max_num_seqs=int(seqs) if seqs and seqs.isdigit() else None,
+        cuda_graphs="enforce-eager" not in values,
+    )
+
+
+def kv_fit_error(
+    shape: ModelShape,
+    product: str,
+    *,
+    tensor_parallel_size: int,
+    pipeline_parallel_size: int,
+    dtype: str,
+    gpu_memory_utilization: float,
+    max_model_len: int | None,
+    extra_args: list[str],
+) -> str | None:
+    """Admission's sentence when the KV cache cannot hold one request of max_model_len (vLLM refuses such
+    a start); None when it can or the product is unknown (the caller warns about that)."""
+    total = gpu_total_bytes(product)
+    if total is None:
+        return None
+    common: dict[str, object] = {
+        "pipeline_parallel_size": pipeline_parallel_size,
+        "dtype": dtype,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "max_model_len": max_model_len,
+        "limits": limits_from_args(extra_args),
+    }
+    memory = plan(shape, total, tensor_parallel_size=tensor_parallel_size, **common)  # type: ignore[arg-type]
+    if memory.fits_one_request:
+        return None
+    bigger = smallest_tensor_parallel_size(shape, total, min_requests=1.0, **common)
+    hint = (
+        f"tensorParallelSize {bigger[0]} would hold {bigger[1].full_length_requests:.1f}"
+        if bigger and bigger[0] > tensor_parallel_size
+        else "lower maxModelLen, raise gpuMemoryUtilization or use larger GPUs"
+    )
+    return (
+        f"spec.resources: {shape.model_id} at tensorParallelSize {tensor_parallel_size} on {product}: "
+        f"{memory.describe()}; vLLM refuses to start when the KV cache cannot hold one request of "
+        f"maxModelLen ({memory.kv_tokens:,} < {memory.max_model_len:,} tokens); {hint}"
+    )
