@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from . import planner
 from .api.spec import OWNED_FLAGS, OWNED_SHORT_FLAGS, ModelEngineSpec, TeleChatDeploymentSpec
 from .catalog import gpu_memory_gb
 from .config import OperatorConfig
@@ -175,7 +176,9 @@ def _check_fit(spec: ModelEngineSpec, eff: Effective, verdict: Verdict) -> None:
         return
     memory = gpu_memory_gb(product)
     if memory is None:
-        verdict.warnings.append(f"spec.resources.gpuProduct: {product} is unknown; weight fit not checked")
+        verdict.warnings.append(
+            f"spec.resources.gpuProduct: {product} is unknown; weight and KV-cache fit not checked"
+        )
         return
     gpus = eff.gpus_per_replica
     utilization = spec.engine.gpu_memory_utilization or VLLM_DEFAULT_GPU_UTILIZATION
@@ -196,6 +199,18 @@ def _check_fit(spec: ModelEngineSpec, eff: Effective, verdict: Verdict) -> None:
             f"spec.resources: {shape.model_id} in {dtype} needs ~{weights:.0f} GB of weights but "
             f"{gpus} x {product} ({memory:g} GB, {utilization:g} usable) hold {usable:.0f} GB; {hint}"
         )
+    elif kv_error := planner.kv_fit_error(
+        shape,
+        product,
+        tensor_parallel_size=eff.tensor_parallel_size,
+        pipeline_parallel_size=eff.pipeline_parallel_size,
+        dtype=spec.engine.dtype,
+        gpu_memory_utilization=utilization,
+        max_model_len=eff.max_model_len,
+        extra_args=list(spec.engine.extra_args),
+    ):
+        # The weights fit but vLLM's own start-up arithmetic (planner.py) leaves too little KV cache.
+        verdict.errors.append(kv_error)
     elif weights > 0.85 * usable:
         verdict.warnings.append(
             f"spec.resources: {shape.model_id} weights (~{weights:.0f} GB) leave under 15% of "
