@@ -16,8 +16,6 @@ from .api.spec import ModelEngineSpec
 from .catalog import VLLM_ARCHITECTURE, ModelShape, ResolvedModel, resolve_model
 from .config import OperatorConfig
 
-GIB = 1024**3
-
 
 def telechat_chat_template() -> str:
     """TeleChat's chat template, shipped with the operator (TeleChat2-115B ships none)."""

@@ -484,8 +484,10 @@ def test_a_vllm_failure_is_reported_in_status(
 
 def test_rendered_config_holds_only_options_run_batch_accepts(vllm_python: str, tmp_path: Path) -> None:
     """vLLM's own run_batch parser reads the rendered --config file (every option of the batch renderer)."""
-    from telechat_operator.batch.render import render_batch_document
+    from telechat_operator.api import constants as c
+    from telechat_operator.batch.kind import KIND
     from telechat_operator.config import OperatorConfig
+    from telechat_operator.render import Owner
 
     spec = {
         "model": {"name": "TeleChat/TeleChat2-115B", "revision": "main", "servedModelName": "tc"},
@@ -501,7 +503,7 @@ def test_rendered_config_holds_only_options_run_batch_accepts(vllm_python: str, 
         "input": {"configMap": {"name": "p", "key": "k"}},
         "output": {"pvc": {"claimName": "r", "path": "o.jsonl"}},
     }
-    objects = render_batch_document(spec, "x", "ns", OperatorConfig(), [])
+    objects = KIND.render(KIND.check(spec, OperatorConfig()), Owner(c.API_VERSION, c.BATCH_KIND, "x", "ns"))
     configmap = next(o for o in objects if o["kind"] == "ConfigMap")
     (tmp_path / "vllm.yaml").write_text(configmap["data"]["vllm.yaml"])
     job = next(o for o in objects if o["kind"] == "Job")

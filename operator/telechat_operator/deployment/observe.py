@@ -1,4 +1,4 @@
-"""Pure status derivation: what the Deployment and its pods say, as conditions a user can act on.
+"""Pure status derivation for a TeleChatDeployment: what its Deployment and pods say, as conditions.
 
 Readiness is vLLM's own: a pod is Ready only once its readiness probe on /health passes, which vLLM answers
 only after the weights are loaded. Pod-level problems (unschedulable, image pulls, crash loops with vLLM's
@@ -11,17 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.status import DEGRADED, PROGRESSING, READY, SPEC_VALID
-from .conditions import Cond
-
-_WAITING_PROBLEMS = {
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-}
+from ..controller.conditions import Cond
+from ..controller.pods import PodProblem, pod_problems
+from ..controller.status import Derived
 
 
 @dataclass
@@ -40,37 +32,12 @@ class Observation:
     largest_node_gpus: int | None = None
 
 
-@dataclass
-class PodProblem:
-    reason: str
-    message: str
+@dataclass(frozen=True)
+class Replicas:
+    """The figures `kubectl get` and the scale subresource show: pods that exist, pods that are ready."""
 
-
-def _pod_problems(pods: list[dict[str, Any]]) -> list[PodProblem]:
-    problems: list[PodProblem] = []
-    for pod in pods:
-        name = pod.get("metadata", {}).get("name", "?")
-        status = pod.get("status") or {}
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                reason = cond.get("reason") or "Unschedulable"
-                problems.append(PodProblem(reason, f"pod {name}: {cond.get('message', '')}".strip()))
-        for cs in status.get("containerStatuses") or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            last = (cs.get("lastState") or {}).get("terminated") or {}
-            terminated = (cs.get("state") or {}).get("terminated") or {}
-            if waiting.get("reason") in _WAITING_PROBLEMS:
-                detail = waiting.get("message") or ""
-                if last.get("message"):
-                    # vLLM's own last lines (terminationMessagePolicy: FallbackToLogsOnError).
-                    detail = f"exit code {last.get('exitCode')}: {last['message'].strip()}"
-                problems.append(PodProblem(waiting["reason"], f"pod {name}: {detail}".strip()))
-            elif terminated and terminated.get("exitCode", 0) != 0:
-                text = (terminated.get("message") or terminated.get("reason") or "").strip()
-                problems.append(
-                    PodProblem("EngineFailed", f"pod {name}: exit code {terminated.get('exitCode')}: {text}")
-                )
-    return problems
+    pods: int
+    ready: int
 
 
 def _rollout(deployment: dict[str, Any], desired: int) -> tuple[bool, int, int]:
@@ -101,8 +68,7 @@ def _gpu_hint(obs: Observation) -> str:
     )
 
 
-def derive(obs: Observation) -> tuple[str, list[Cond], int, int]:
-    """(phase, conditions, pods, ready pods)."""
+def derive(obs: Observation) -> Derived[Replicas]:
     dep = obs.deployment
     pods_total, ready = 0, 0
     done = False
@@ -114,7 +80,7 @@ def derive(obs: Observation) -> tuple[str, list[Cond], int, int]:
     if obs.spec_errors:
         message = "; ".join(obs.spec_errors)
         keeping = f" The previous configuration keeps serving ({summary})." if dep is not None else ""
-        return (
+        return Derived(
             "Invalid",
             [
                 Cond(READY, "False", obs.spec_error_reason, message + keeping),
@@ -122,12 +88,11 @@ def derive(obs: Observation) -> tuple[str, list[Cond], int, int]:
                 Cond(DEGRADED, "True", obs.spec_error_reason, message),
                 Cond(SPEC_VALID, "False", obs.spec_error_reason, message),
             ],
-            pods_total,
-            ready,
+            Replicas(pods_total, ready),
         )
 
     valid = Cond(SPEC_VALID, "True", "Valid", "; ".join(obs.notes))
-    problems = _pod_problems(obs.pods)
+    problems = pod_problems(obs.pods)
     if obs.apply_error:
         problems.insert(0, PodProblem("ApplyFailed", obs.apply_error))
     if dep is not None and (deadline := _deadline_exceeded(dep)):
@@ -164,4 +129,4 @@ def derive(obs: Observation) -> tuple[str, list[Cond], int, int]:
             phase = "Degraded"
     else:
         degraded = Cond(DEGRADED, "False", "AsExpected", "")
-    return phase, [ready_cond, progressing, degraded, valid], pods_total, ready
+    return Derived(phase, [ready_cond, progressing, degraded, valid], Replicas(pods_total, ready))
