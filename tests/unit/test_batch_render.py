@@ -65,7 +65,7 @@ FULL: dict[str, Any] = {
 
 
 def merged(**changes: Any) -> dict[str, Any]:
-    spec = json.loads(json.dumps(BASE))
+    spec: dict[str, Any] = json.loads(json.dumps(BASE))
     spec.update(changes)
     return spec
 

@@ -21,7 +21,8 @@ CRD_FILE = ROOT / "crds" / "telechat.ai_telechatdeployments.yaml"
 
 def crd_spec_schema() -> dict[str, Any]:
     crd = yaml.safe_load(CRD_FILE.read_text())
-    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return schema
 
 
 def test_committed_crds_are_current() -> None:

@@ -32,11 +32,13 @@ def render(spec: dict[str, Any], config: OperatorConfig | None = None) -> dict[s
 
 
 def container(objs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    found: dict[str, Any] = objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    return found
 
 
 def vllm_yaml(objs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return yaml.safe_load(objs["ConfigMap"]["data"][CONFIG_FILE])
+    loaded: dict[str, Any] = yaml.safe_load(objs["ConfigMap"]["data"][CONFIG_FILE])
+    return loaded
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)

@@ -68,55 +68,76 @@ def _gpu_hint(obs: Observation) -> str:
     )
 
 
+def _invalid(obs: Observation, summary: str, figures: Replicas) -> Derived[Replicas]:
+    message = "; ".join(obs.spec_errors)
+    keeping = f" The previous configuration keeps serving ({summary})." if obs.deployment is not None else ""
+    return Derived(
+        "Invalid",
+        [
+            Cond(READY, "False", obs.spec_error_reason, message + keeping),
+            Cond(PROGRESSING, "False", obs.spec_error_reason, "waiting for a valid spec"),
+            Cond(DEGRADED, "True", obs.spec_error_reason, message),
+            Cond(SPEC_VALID, "False", obs.spec_error_reason, message),
+        ],
+        figures,
+    )
+
+
+def _problems(obs: Observation) -> list[PodProblem]:
+    problems = pod_problems(obs.pods)
+    if obs.apply_error:
+        problems.insert(0, PodProblem("ApplyFailed", obs.apply_error))
+    if obs.deployment is not None and (deadline := _deadline_exceeded(obs.deployment)):
+        problems.append(PodProblem("ProgressDeadlineExceeded", deadline))
+    return problems
+
+
+def _progress(
+    obs: Observation, done: bool, ready: int, summary: str, problems: list[PodProblem]
+) -> tuple[str, Cond, Cond]:
+    """(phase, Progressing, Ready) before pod problems are taken into account."""
+    desired = obs.desired_replicas
+    if obs.deployment is None:
+        return (
+            "Pending",
+            Cond(PROGRESSING, "True", "Creating", "creating the vLLM Deployment"),
+            Cond(READY, "False", "Creating", summary),
+        )
+    if desired == 0:
+        return (
+            "ScaledToZero",
+            Cond(PROGRESSING, "False" if done else "True", "ScaledToZero", "no replicas requested"),
+            Cond(READY, "True" if done else "False", "ScaledToZero", "no replicas requested"),
+        )
+    if done and ready >= desired:
+        return (
+            "Ready",
+            Cond(PROGRESSING, "False", "RolloutComplete", summary),
+            Cond(READY, "True", "ModelServing", f"{summary}; vLLM answers /health"),
+        )
+    scheduled = any(p.reason == "Unschedulable" for p in problems)
+    reason = "RolloutInProgress" if not done else "ModelLoading"
+    return (
+        "Pending" if scheduled and ready == 0 else "Loading",
+        Cond(PROGRESSING, "True", reason, summary),
+        Cond(READY, "False", "Unschedulable" if scheduled else reason, summary),
+    )
+
+
 def derive(obs: Observation) -> Derived[Replicas]:
     dep = obs.deployment
     pods_total, ready = 0, 0
     done = False
     if dep is not None:
         done, pods_total, ready = _rollout(dep, obs.desired_replicas)
-    desired = obs.desired_replicas
-    summary = f"{ready}/{desired} replicas ready"
-
+    summary = f"{ready}/{obs.desired_replicas} replicas ready"
+    figures = Replicas(pods_total, ready)
     if obs.spec_errors:
-        message = "; ".join(obs.spec_errors)
-        keeping = f" The previous configuration keeps serving ({summary})." if dep is not None else ""
-        return Derived(
-            "Invalid",
-            [
-                Cond(READY, "False", obs.spec_error_reason, message + keeping),
-                Cond(PROGRESSING, "False", obs.spec_error_reason, "waiting for a valid spec"),
-                Cond(DEGRADED, "True", obs.spec_error_reason, message),
-                Cond(SPEC_VALID, "False", obs.spec_error_reason, message),
-            ],
-            Replicas(pods_total, ready),
-        )
+        return _invalid(obs, summary, figures)
 
     valid = Cond(SPEC_VALID, "True", "Valid", "; ".join(obs.notes))
-    problems = pod_problems(obs.pods)
-    if obs.apply_error:
-        problems.insert(0, PodProblem("ApplyFailed", obs.apply_error))
-    if dep is not None and (deadline := _deadline_exceeded(dep)):
-        problems.append(PodProblem("ProgressDeadlineExceeded", deadline))
-
-    if dep is None:
-        progressing = Cond(PROGRESSING, "True", "Creating", "creating the vLLM Deployment")
-        ready_cond = Cond(READY, "False", "Creating", summary)
-        phase = "Pending"
-    elif desired == 0:
-        progressing = Cond(PROGRESSING, "False" if done else "True", "ScaledToZero", "no replicas requested")
-        ready_cond = Cond(READY, "True" if done else "False", "ScaledToZero", "no replicas requested")
-        phase = "ScaledToZero"
-    elif done and ready >= desired:
-        progressing = Cond(PROGRESSING, "False", "RolloutComplete", summary)
-        ready_cond = Cond(READY, "True", "ModelServing", f"{summary}; vLLM answers /health")
-        phase = "Ready"
-    else:
-        scheduled = any(p.reason == "Unschedulable" for p in problems)
-        reason = "RolloutInProgress" if not done else "ModelLoading"
-        progressing = Cond(PROGRESSING, "True", reason, summary)
-        ready_cond = Cond(READY, "False", "Unschedulable" if scheduled else reason, summary)
-        phase = "Pending" if scheduled and ready == 0 else "Loading"
-
+    problems = _problems(obs)
+    phase, progressing, ready_cond = _progress(obs, done, ready, summary, problems)
     if problems:
         first = problems[0]
         message = "; ".join(p.message for p in problems[:5])
@@ -129,4 +150,4 @@ def derive(obs: Observation) -> Derived[Replicas]:
             phase = "Degraded"
     else:
         degraded = Cond(DEGRADED, "False", "AsExpected", "")
-    return Derived(phase, [ready_cond, progressing, degraded, valid], Replicas(pods_total, ready))
+    return Derived(phase, [ready_cond, progressing, degraded, valid], figures)
