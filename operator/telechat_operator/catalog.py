@@ -29,6 +29,8 @@ class ModelShape:
     ffn_hidden_size: int
     vocab_size: int
     native_context: int
+    # TeleChat's training_seqlen/base_seqlen: the length its dynamic NTK rope is anchored to.
+    trained_context: int
     rope_theta: float
     params_billion: float
     # architectures[0] of the checkpoint's config.json; None when unconfirmed.
@@ -64,6 +66,7 @@ MODELS: tuple[ModelShape, ...] = (
         ffn_hidden_size=6144,
         vocab_size=131072,
         native_context=32768,
+        trained_context=8192,
         rope_theta=10000.0,
         params_billion=3.0,
         architecture="TeleChat2ForCausalLM",
@@ -79,6 +82,7 @@ MODELS: tuple[ModelShape, ...] = (
         ffn_hidden_size=12288,
         vocab_size=131072,
         native_context=32768,
+        trained_context=8192,
         rope_theta=10000.0,
         params_billion=7.5,
         architecture="TeleChatForCausalLM",
@@ -94,6 +98,7 @@ MODELS: tuple[ModelShape, ...] = (
         ffn_hidden_size=12288,
         vocab_size=131072,
         native_context=32768,
+        trained_context=32768,
         rope_theta=1_000_000.0,
         params_billion=7.5,
         architecture="TeleChat2ForCausalLM",
@@ -109,6 +114,7 @@ MODELS: tuple[ModelShape, ...] = (
         ffn_hidden_size=20480,
         vocab_size=131072,
         native_context=8192,
+        trained_context=8192,
         rope_theta=10000.0,
         params_billion=35.5,
         architecture=None,
@@ -125,6 +131,7 @@ MODELS: tuple[ModelShape, ...] = (
         ffn_hidden_size=40960,
         vocab_size=131072,
         native_context=8192,
+        trained_context=8192,
         rope_theta=10000.0,
         params_billion=113.5,
         architecture="TelechatForCausalLM",

@@ -15,6 +15,7 @@ from typing import Any
 from .api.spec import ModelEngineSpec
 from .catalog import VLLM_ARCHITECTURE, ModelShape, ResolvedModel, resolve_model
 from .config import OperatorConfig
+from .rope import RopePlan, plan_rope
 
 
 def telechat_chat_template() -> str:
@@ -49,25 +50,23 @@ class Effective:
         return self.tensor_parallel_size * self.pipeline_parallel_size
 
 
-def _hf_overrides(spec: ModelEngineSpec, shape: ModelShape | None) -> dict[str, Any]:
+def served_length(spec: ModelEngineSpec, shape: ModelShape | None) -> int | None:
+    """The context served: the spec's, else the catalog's native context times the rope factor."""
+    if spec.engine.max_model_len is not None:
+        return spec.engine.max_model_len
+    if shape is None:
+        return None
+    rope = spec.engine.rope_scaling
+    native = rope.original_max_position_embeddings if rope and rope.original_max_position_embeddings else None
+    return int((native or shape.native_context) * (rope.factor if rope else 1.0))
+
+
+def _hf_overrides(spec: ModelEngineSpec, shape: ModelShape | None, plan: RopePlan) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if shape is not None and shape.needs_architecture_override():
         # vLLM registers only TeleChat2ForCausalLM; the 115B and older 7B checkpoints name other classes.
         overrides["architectures"] = [VLLM_ARCHITECTURE]
-    rope = spec.engine.rope_scaling
-    if rope is not None:
-        scaling: dict[str, Any] = {"rope_type": rope.type, "factor": rope.factor}
-        if rope.original_max_position_embeddings is not None:
-            scaling["original_max_position_embeddings"] = rope.original_max_position_embeddings
-        elif rope.type == "yarn" and shape is not None:
-            scaling["original_max_position_embeddings"] = shape.native_context
-        # rope_theta goes inside the rope_scaling mapping: vLLM applies a mapping-valued override after the
-        # flat keys and replaces the rope parameters wholesale, so a flat rope_theta would be dropped and
-        # the -32K variants would silently run with the default base of 10000.
-        theta = rope.rope_theta if rope.rope_theta is not None else (shape.rope_theta if shape else None)
-        if theta is not None:
-            scaling["rope_theta"] = theta
-        overrides["rope_scaling"] = scaling
+    overrides.update(plan.overrides)
     return overrides
 
 
@@ -121,6 +120,10 @@ def effective(spec: ModelEngineSpec, config: OperatorConfig) -> Effective:
     if model.rewritten_from:
         notes.append(f"model {model.rewritten_from!r} resolved to {model.model_id!r}")
 
+    max_model_len = served_length(spec, shape)
+    rope = plan_rope(spec.engine.rope_scaling, shape, max_model_len)
+    notes.extend(rope.notes)
+
     chat_template = spec.engine.chat_template
     if chat_template is None and shape is not None and not shape.ships_chat_template:
         chat_template = telechat_chat_template()
@@ -131,8 +134,8 @@ def effective(spec: ModelEngineSpec, config: OperatorConfig) -> Effective:
         served_model_name=spec.model.served_model_name or model.model_id,
         tensor_parallel_size=tp,
         pipeline_parallel_size=pp,
-        max_model_len=spec.engine.max_model_len,
-        hf_overrides=_hf_overrides(spec, shape),
+        max_model_len=max_model_len,
+        hf_overrides=_hf_overrides(spec, shape, rope),
         chat_template=chat_template,
         generation_config=_generation_config(spec),
         startup_budget_seconds=_startup_budget(spec, shape, config),

@@ -19,6 +19,7 @@ from .api.spec import OWNED_FLAGS, OWNED_SHORT_FLAGS, ModelEngineSpec
 from .catalog import gpu_memory_gb
 from .config import OperatorConfig
 from .resolve import Effective, effective
+from .rope import VERIFIED_VLLM_RANGE, rotary_code_verified, rotary_positions, vllm_length_limit
 
 # Environment variables the operator sets; overriding them would bypass Secrets or the spec.
 OWNED_ENV = frozenset(
@@ -134,6 +135,35 @@ def _check_model(spec: ModelEngineSpec, eff: Effective, verdict: Verdict) -> Non
     _check_fit(spec, eff, verdict)
 
 
+def _check_context(spec: ModelEngineSpec, eff: Effective, verdict: Verdict) -> None:
+    """Can the rendered configuration serve maxModelLen? vLLM finds out only at start, or at the first
+    long prompt, which kills the engine."""
+    served = eff.max_model_len
+    if served is None:
+        return
+    covered = rotary_positions(eff.hf_overrides)
+    if covered < served:
+        verdict.errors.append(
+            f"spec.engine.maxModelLen: {served} tokens but the rendered rope table covers {covered} "
+            "positions; a longer prompt would crash vLLM"
+        )
+    if eff.shape is not None:
+        accepted = vllm_length_limit(eff.shape.native_context, eff.hf_overrides)
+        if accepted < served:
+            verdict.errors.append(
+                f"spec.engine.maxModelLen: {served} exceeds the {accepted} tokens vLLM derives from "
+                f"{eff.shape.model_id}'s config with the rendered overrides; vLLM would refuse to start"
+            )
+    uses_rope_rules = "max_position_embeddings" in eff.hf_overrides or "rope_scaling" in eff.hf_overrides
+    if uses_rope_rules and not rotary_code_verified(eff.image):
+        low, high = VERIFIED_VLLM_RANGE
+        verdict.warnings.append(
+            f"spec.engine.image: {eff.image} is not a vLLM version whose rotary code the operator knows "
+            f"({low[0]}.{low[1]} to {high[0]}.{high[1]}); the rendered max_position_embeddings and rope "
+            "parameters may not give TeleChat's long-context behaviour"
+        )
+
+
 def _check_fit(spec: ModelEngineSpec, eff: Effective, verdict: Verdict) -> None:
     """GPU planning: do the weights fit in the GPUs one replica gets?"""
     shape = eff.shape
@@ -198,6 +228,7 @@ def validate(spec: ModelEngineSpec, eff: Effective, rules: Sequence[Rule] = ()) 
     _check_extra_args(spec, verdict)
     _check_env(spec, verdict)
     _check_model(spec, eff, verdict)
+    _check_context(spec, eff, verdict)
     _check_warnings(spec, eff, verdict)
     for rule in rules:
         rule(spec, eff, verdict)

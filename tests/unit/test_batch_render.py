@@ -126,7 +126,9 @@ def test_engine_config_is_the_serving_one_without_server_options() -> None:
         "rope_type": "dynamic",
         "factor": 3.0,
         "rope_theta": 10000.0,
+        "alpha": 3.0,
     }
+    assert options["hf-overrides"]["max_position_embeddings"] == 16384
     assert options["chat-template"] == f"/etc/telechat/{CHAT_TEMPLATE_FILE}"
     assert options["generation-config"] == "/etc/telechat"
     assert json.loads(data[GENERATION_CONFIG_FILE]) == {

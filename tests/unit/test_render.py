@@ -68,7 +68,15 @@ def test_115b_guide_settings() -> None:
     overrides = options["hf-overrides"]
     # vLLM registers TeleChat2ForCausalLM only; the 115B checkpoint names TelechatForCausalLM.
     assert overrides["architectures"] == ["TeleChat2ForCausalLM"]
-    assert overrides["rope_scaling"] == {"rope_type": "dynamic", "factor": 3.0, "rope_theta": 10000.0}
+    # TeleChat's NTK alpha for 24576 tokens over its trained 8192 (2 ** ceil(log2(3) + 1) - 1 = 7).
+    assert overrides["rope_scaling"] == {
+        "rope_type": "dynamic",
+        "factor": 3.0,
+        "rope_theta": 10000.0,
+        "alpha": 7.0,
+    }
+    # vLLM sizes the rope table from max_position_embeddings (8192 when absent, as in TeleChat's config).
+    assert overrides["max_position_embeddings"] == options["max-model-len"] == 24576
     assert "rope_theta" not in overrides  # a flat rope_theta is dropped by vLLM next to rope_scaling
     gen = json.loads(objs["ConfigMap"]["data"][GENERATION_CONFIG_FILE])
     assert gen == {"temperature": 0.0, "repetition_penalty": 1.05, "max_new_tokens": 512}

@@ -184,7 +184,12 @@ class ModelSpec(SpecModel):
 class RopeScaling(SpecModel):
     """RoPE scaling, passed to vLLM as hf_overrides (the --rope-scaling flag was removed in vLLM 0.11.1)."""
 
-    type: Literal["dynamic", "linear", "yarn"] = Field(description="Scaling method; TeleChat uses dynamic.")
+    type: Literal["dynamic", "linear", "yarn"] = Field(
+        description=(
+            "Scaling method; TeleChat uses dynamic (rendered with TeleChat's NTK alpha for maxModelLen "
+            "over the model's trained length)."
+        )
+    )
     factor: float = Field(gt=1.0, le=64.0, description="Context extension factor, e.g. 3.0.")
     rope_theta: float | None = Field(
         None, gt=0, description="RoPE base. Default: the model's own (10000, or 1e6 for the -32K variants)."
@@ -230,7 +235,11 @@ class EngineSpec(SpecModel):
         None,
         ge=1,
         le=4194304,
-        description="Context length served; at most the native context times the rope factor.",
+        description=(
+            "Context length served; at most the native context times the rope factor. Default: that "
+            "product for catalog models. The operator renders the positions vLLM must cover "
+            "(max_position_embeddings) and TeleChat's NTK alpha for this length."
+        ),
     )
     gpu_memory_utilization: float | None = Field(
         None, gt=0.0, le=1.0, description="Fraction of GPU memory vLLM may use. Default: vLLM's (0.92)."
