@@ -293,7 +293,7 @@ def _whitespace_ids(tok) -> list[int]:
     return [i for i in range(n_special, VOCAB) if tok.decode([i]).strip() == ""]
 
 
-def _weights(layout: str, whitespace_ids: list[int]) -> dict:
+def _weights(layout: str, whitespace_ids: list[int], qk_gain: float = 1.0) -> dict:
     """Random tensors under TeleChat2's checkpoint names, in the layout vLLM's telechat2 loader reads.
 
     One deliberate non-random feature: a constant component on hidden dimension 0 of the last layer's output
@@ -301,6 +301,10 @@ def _weights(layout: str, whitespace_ids: list[int]) -> dict:
     weights otherwise tend to loop on whitespace inside JSON grammars (vLLM allows any whitespace between JSON
     tokens unless told otherwise), which would make structured-output and tool-call tests flaky. All other
     tokens get 0 on that dimension, so everything else stays noise.
+
+    ``qk_gain`` scales the query and key projections: noise weights give nearly uniform attention, which
+    no rotary setting can change; sharper attention makes the positions (and so the rope) visible in the
+    logits, which the long-context tests need.
     """
     import torch
 
@@ -322,6 +326,9 @@ def _weights(layout: str, whitespace_ids: list[int]) -> dict:
         t[f"{p}.self_attention.query.weight"] = rand(N_HEAD * head_dim, HIDDEN)
         # key_value: rows per KV head are [k(head_dim) ; v(head_dim)], heads one after another.
         k = rand(kv_heads, head_dim, HIDDEN)
+        if qk_gain != 1.0:
+            t[f"{p}.self_attention.query.weight"] *= qk_gain
+            k *= qk_gain
         v = rand(kv_heads, head_dim, HIDDEN)
         t[f"{p}.self_attention.key_value.weight"] = torch.cat([k, v], dim=1).reshape(
             kv_heads * 2 * head_dim, HIDDEN
@@ -346,7 +353,7 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def generate(out_dir: Path, layout: str = "telechat2", seq_length: int = 4096) -> Path:
+def generate(out_dir: Path, layout: str = "telechat2", seq_length: int = 4096, qk_gain: float = 1.0) -> Path:
     """Write the checkpoint into out_dir (created if needed) and return out_dir."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -358,7 +365,7 @@ def generate(out_dir: Path, layout: str = "telechat2", seq_length: int = 4096) -
     out_dir.mkdir(parents=True, exist_ok=True)
 
     tok = _build_tokenizer()
-    weights = _weights(layout, _whitespace_ids(tok))
+    weights = _weights(layout, _whitespace_ids(tok), qk_gain)
     save_file(weights, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     _write_json(out_dir / "config.json", _config(layout, seq_length))
     module, _ = _config_class_name(layout)
@@ -379,9 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--layout", choices=LAYOUTS, default="telechat2")
     ap.add_argument("--seq-length", type=int, default=4096)
+    ap.add_argument("--qk-gain", type=float, default=1.0, help="scale of the query/key weights")
     args = ap.parse_args(argv)
     started = time.monotonic()
-    out = generate(args.out_dir, layout=args.layout, seq_length=args.seq_length)
+    out = generate(args.out_dir, layout=args.layout, seq_length=args.seq_length, qk_gain=args.qk_gain)
     print(f"wrote {args.layout} checkpoint to {out} in {time.monotonic() - started:.2f} s", file=sys.stderr)
     print(out)
     return 0
