@@ -15,7 +15,7 @@ from typing import Any
 from ..api import constants as c
 from ..api.status import SPEC_VALID
 from ..config import OperatorConfig
-from ..controller.apply import sync_children
+from ..controller.apply import ChildWriter
 from ..controller.cache import ObservedState
 from ..controller.status import Outcome, StatusWriter
 from ..kube import Kube
@@ -59,6 +59,8 @@ class BatchReconciler:
         self.config = config
         self.state = state
         self.status = StatusWriter(kube, state, c.BATCH_KIND, event_type)
+        # The Job mounts the ConfigMap (and cache PVC): never create it when they were refused.
+        self.children = ChildWriter(kube, state, config.resync_seconds, stop_at_refusal=True)
 
     async def reconcile(self, ns: str, name: str) -> Outcome:
         body = self.state.owner(ns, name)
@@ -122,16 +124,7 @@ class BatchReconciler:
             return None
         obs.notes = obs.notes + checked_io.warnings
         obs.total = checked_io.total
-        applied = await sync_children(
-            self.kube,
-            self.state,
-            ns,
-            name,
-            rendered.objects,
-            outcome,
-            retry_after=self.config.resync_seconds,
-            stop_at_refusal=True,
-        )
+        applied = await self.children.sync(ns, name, rendered.objects, outcome)
         obs.apply_error = applied.error
         job = next((obj for key, obj in applied.results.items() if key[0] == "Job"), None)
         if job is not None:

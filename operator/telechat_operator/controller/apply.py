@@ -25,40 +25,40 @@ class Applied:
     error: str | None = None
 
 
-async def sync_children(
-    kube: Kube,
-    state: ObservedState,
-    ns: str,
-    owner: str,
-    desired: list[dict[str, Any]],
-    outcome: Outcome,
-    *,
-    retry_after: float,
-    prunable: frozenset[str] = frozenset(),
-    stop_at_refusal: bool = False,
-) -> Applied:
-    """Apply what is missing or differs (in order); delete owned objects of ``prunable`` kinds not rendered.
+@dataclass(frozen=True)
+class ChildWriter:
+    """How one kind writes its children; ``sync`` brings one owner's children to what was rendered.
 
-    ``stop_at_refusal``: objects later in the list depend on earlier ones (a Job mounting its ConfigMap).
+    ``prunable``: kinds deleted when no longer rendered (a dropped cache PVC). ``stop_at_refusal``: objects
+    later in the list depend on earlier ones (a Job mounting its ConfigMap).
     """
-    todo = plan(desired, state.children(ns, owner))
-    applied = Applied()
-    for obj in todo.apply:
-        try:
-            result = await kube.apply(obj)
-        except ApiError as exc:
-            if exc.status >= 500 or exc.status == 429:
-                raise
-            applied.error = f"{obj['kind']} {obj['metadata']['name']}: {exc.message}"
-            outcome.requeue_after = retry_after
-            if stop_at_refusal:
-                return applied
-            continue
-        state.wrote(ns, owner, result)
-        applied.results[(obj["kind"], obj["metadata"]["name"])] = result
-        outcome.applied += 1
-    for kind, child in todo.delete:
-        if kind in prunable:
-            await kube.delete(kind, ns, child)
-            outcome.deleted += 1
-    return applied
+
+    kube: Kube
+    state: ObservedState
+    retry_after: float
+    prunable: frozenset[str] = frozenset()
+    stop_at_refusal: bool = False
+
+    async def sync(self, ns: str, owner: str, desired: list[dict[str, Any]], outcome: Outcome) -> Applied:
+        """Apply what is missing or differs (in order); prune owned objects no longer rendered."""
+        todo = plan(desired, self.state.children(ns, owner))
+        applied = Applied()
+        for obj in todo.apply:
+            try:
+                result = await self.kube.apply(obj)
+            except ApiError as exc:
+                if exc.status >= 500 or exc.status == 429:
+                    raise
+                applied.error = f"{obj['kind']} {obj['metadata']['name']}: {exc.message}"
+                outcome.requeue_after = self.retry_after
+                if self.stop_at_refusal:
+                    return applied
+                continue
+            self.state.wrote(ns, owner, result)
+            applied.results[(obj["kind"], obj["metadata"]["name"])] = result
+            outcome.applied += 1
+        for kind, child in todo.delete:
+            if kind in self.prunable:
+                await self.kube.delete(kind, ns, child)
+                outcome.deleted += 1
+        return applied

@@ -12,7 +12,7 @@ from typing import Any
 from ..api import constants as c
 from ..api.spec import SecretKeyRef, TeleChatDeploymentSpec
 from ..config import OperatorConfig
-from ..controller.apply import sync_children
+from ..controller.apply import ChildWriter
 from ..controller.cache import ObservedState
 from ..controller.secrets import missing_secrets
 from ..controller.status import Outcome, StatusWriter
@@ -50,6 +50,7 @@ class DeploymentReconciler:
         self.config = config
         self.state = state
         self.status = StatusWriter(kube, state, c.KIND, event_type)
+        self.children = ChildWriter(kube, state, config.resync_seconds, prunable=_PRUNABLE)
         # (namespace, name) -> generation whose Secrets were found; rechecked when the spec changes.
         self._secrets_ok: dict[tuple[str, str], int | None] = {}
 
@@ -89,16 +90,7 @@ class DeploymentReconciler:
         if checked is not None and not errors:
             owner = Owner(c.API_VERSION, c.KIND, name, ns, meta["uid"])
             rendered = render_deployment_set(checked.spec, checked.effective, owner)
-            applied = await sync_children(
-                self.kube,
-                self.state,
-                ns,
-                name,
-                rendered.objects,
-                outcome,
-                retry_after=self.config.resync_seconds,
-                prunable=_PRUNABLE,
-            )
+            applied = await self.children.sync(ns, name, rendered.objects, outcome)
             apply_error = applied.error
         deployment = self.state.children(ns, name).get(("Deployment", name))
         obs = self._observation(body, checked, deployment, errors, reason, apply_error)
