@@ -42,10 +42,11 @@ crds: venv ## Regenerate crds/ (and the chart's copy) and docs/crd-reference.md 
 	$(PY) -m telechat_operator.docgen --write
 
 .PHONY: lint
-lint: venv ## ruff and mypy
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+lint: venv ## ruff (with mccabe complexity), mypy over every Python file, the import-layer contract
+	$(VENV)/bin/ruff check operator tests bench hack
+	$(VENV)/bin/ruff format --check operator tests bench hack
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 .PHONY: unit
 unit: venv ## Unit tests (no cluster)

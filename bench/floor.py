@@ -4,8 +4,8 @@
 
 It lists and watches TeleChatDeployments and their Deployments in one namespace and, for each resource:
 
-- parses, validates and renders it with the operator's own functions (``validation.check``,
-  ``resolve.effective``, ``render_deployment_set``), so the objects are byte-for-byte the operator's;
+- checks and renders it with the operator's own functions (``check_deployment``, which is
+  ``validation.check``, and ``render_deployment_set``), so the objects are byte-for-byte the operator's;
 - server-side applies each rendered object that differs from what it last applied itself (the same
   ``Kube.apply`` the operator uses: same client library, same field manager, same request);
 - writes the status the operator would write (the operator's own status derivation) whenever it changes,
@@ -32,12 +32,14 @@ from typing import Any
 from telechat_operator.api import constants as c
 from telechat_operator.config import OperatorConfig
 from telechat_operator.controller.cache import controller_owner
-from telechat_operator.controller.observe import Observation
-from telechat_operator.controller.reconciler import Reconciler
+from telechat_operator.controller.status import status_dict
+from telechat_operator.deployment.observe import Observation, derive
+from telechat_operator.deployment.reconciler import check_deployment
+from telechat_operator.deployment.render import render_deployment_set
+from telechat_operator.deployment.status import desired_status
 from telechat_operator.kube import Kube
-from telechat_operator.render import Owner, render_deployment_set
-from telechat_operator.resolve import effective
-from telechat_operator.validation import SpecError, check
+from telechat_operator.render import Owner
+from telechat_operator.validation import SpecError
 
 from .kubeapi import Api
 
@@ -64,8 +66,6 @@ class Floor:
         self.running: set[Key] = set()
         self.dirty: set[Key] = set()
         self.slots = asyncio.Semaphore(concurrency)
-        # The operator's status derivation (a pure method; the floor uses no other Reconciler state).
-        self.status_of = Reconciler(kube, config, None)._status  # type: ignore[arg-type]
         self.stats: dict[str, int] = {"syncs": 0, "applies": 0, "status_writes": 0, "errors": 0}
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -125,10 +125,10 @@ class Floor:
         self.stats["syncs"] += 1
         ns, name = key
         try:
-            spec, verdict = check(body.get("spec"), self.config)
+            checked = check_deployment(body.get("spec"), self.config)
         except SpecError:
             return
-        eff = effective(spec, self.config)
+        spec, eff = checked.spec, checked.effective
         rendered = render_deployment_set(spec, eff, Owner(c.API_VERSION, c.KIND, name, ns, meta["uid"]))
         for obj in rendered.objects:
             okey = (ns, obj["kind"], obj["metadata"]["name"])
@@ -147,12 +147,17 @@ class Floor:
             desired_replicas=spec.replicas,
             deployment=deployment,
             pods=[],
-            notes=eff.notes + verdict.warnings,
+            notes=checked.notes,
             gpu_resource=spec.resources.gpu_resource_name,
             gpus_per_replica=eff.gpus_per_replica,
         )
         previous = self.status.get(key, body.get("status") or {})
-        status = self.status_of({"metadata": meta, "status": previous}, obs, spec, eff)
+        # The operator's own pure status derivation and typed status.
+        derived = derive(obs)
+        typed = desired_status(
+            {"metadata": meta, "status": previous}, derived, obs.generation, spec.replicas, checked
+        )
+        status = status_dict(typed)
         if any(previous.get(k) != v for k, v in status.items()):
             await self.kube.patch_status(c.KIND, ns, name, status)
             self.stats["status_writes"] += 1

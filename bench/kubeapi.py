@@ -121,7 +121,7 @@ class Api:
             raise ApiError(response.status, raw.decode(errors="replace"))
         return str(raw.decode())
 
-    async def list_watch(
+    async def list_watch(  # noqa: C901  (one list-then-watch loop; split, it reads worse)
         self,
         path: str,
         label_selector: str | None = None,

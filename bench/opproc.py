@@ -2,7 +2,7 @@
 
     python -m bench.opproc --stats FILE [--profile FILE.prof] -- run --standalone --resync 30
 
-Counts reconciles and what each did (wrapping ``Reconciler.reconcile``) and the requests the process
+Counts reconciles and what each did (wrapping ``DeploymentReconciler.reconcile``) and the requests the process
 sent (wrapping ``Kube.request`` and kopf's ``api.request``), and writes them to FILE as JSON once a
 second, on SIGUSR1 (the driver asks before it reads) and at exit. TELECHAT_BENCH_EXPERIMENTS names
 proposed fixes to patch in first (bench.experiments).
@@ -28,7 +28,8 @@ from urllib.parse import parse_qsl, urlsplit
 from kopf._cogs.clients import api as kopf_api
 
 from telechat_operator import cli, kube
-from telechat_operator.controller import reconciler
+from telechat_operator.controller.status import Outcome
+from telechat_operator.deployment.reconciler import DeploymentReconciler
 
 from . import experiments
 from .kubeapi import classify
@@ -49,10 +50,10 @@ _dump_lock = threading.RLock()
 
 
 def _install() -> None:
-    original_reconcile = reconciler.Reconciler.reconcile
+    original_reconcile = DeploymentReconciler.reconcile
     original_request = kube.Kube.request
 
-    async def reconcile(self: reconciler.Reconciler, ns: str, name: str) -> reconciler.Outcome:
+    async def reconcile(self: DeploymentReconciler, ns: str, name: str) -> Outcome:
         start = time.perf_counter()
         outcome = await original_reconcile(self, ns, name)
         with _lock:
@@ -82,7 +83,7 @@ def _install() -> None:
             STATS["kopf_requests"][label] += 1
         return await original_kopf_request(method, url, **kwargs)
 
-    reconciler.Reconciler.reconcile = reconcile  # type: ignore[method-assign]
+    DeploymentReconciler.reconcile = reconcile  # type: ignore[method-assign]
     kube.Kube.request = request  # type: ignore[method-assign]
     kopf_api.request = kopf_request
 

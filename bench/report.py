@@ -8,6 +8,7 @@ import pstats
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,13 @@ BREAKDOWN = (
     ("kopf: running sync handlers in threads (run_in_executor)", "run_in_executor ("),
     ("index handlers: snapshot() deep copies", "snapshot (telechat_operator"),
     ("JSON decoding (watch streams, responses)", "JSONDecoder.raw_decode ("),
-    ("reconcile, all of it (Reconciler.reconcile)", "Reconciler.reconcile ("),
+    ("reconcile, all of it (DeploymentReconciler.reconcile)", "DeploymentReconciler.reconcile ("),
     ("reconcile: ObservedState.children", "ObservedState.children ("),
     ("reconcile: check (parse + validate)", "check (telechat_operator"),
     ("reconcile: render_deployment_set", "render_deployment_set ("),
     ("reconcile: plan", "plan (telechat_operator"),
     ("reconcile: API requests (Kube.request)", "Kube.request ("),
-    ("reconcile: status (_write_status)", "Reconciler._write_status ("),
+    ("reconcile: status (StatusWriter.write)", "StatusWriter.write ("),
     ("aiohttp: reading ~/.netrc per request (trust_env)", "netrc_from_env ("),
     ("logging (StreamHandler.emit)", "StreamHandler.emit ("),
 )
@@ -299,7 +300,7 @@ def traffic_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
+def plot(results: dict[str, Any], path: Path) -> None:  # noqa: C901  (one figure, panel after panel)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -344,7 +345,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 ys.append(fn(b))
         return xs, ys
 
-    panels = (
+    panels: tuple[tuple[Any, str, Callable[[dict[str, Any]], float | None], int | None, str], ...] = (
         (axes[0][2], "Burst: time to converge (s)", lambda b: b["converged_s"], 60, "60 s target"),
         (axes[1][0], "Burst: peak RSS (MB)", lambda b: b["peak_rss_mib"] * MB_PER_MIB, 200, "200 MB target"),
         (
@@ -386,10 +387,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 groups.append((f"{label}\n(n={s})", writes(s, key)))
     width = 0.38
     for i, mode in enumerate(("floor", "operator")):
-        xs = [g + (i - 0.5) * width for g in range(len(groups))]
-        ys = [vals.get(mode, 0.0) for _, vals in groups]
-        bars = ax.bar(xs, ys, width, color=colors[mode], label=mode)
-        for bar, y in zip(bars, ys, strict=True):
+        bar_xs = [g + (i - 0.5) * width for g in range(len(groups))]
+        bar_ys = [vals.get(mode, 0.0) for _, vals in groups]
+        bars = ax.bar(bar_xs, bar_ys, width, color=colors[mode], label=mode)
+        for bar, y in zip(bars, bar_ys, strict=True):
             ax.annotate(
                 f"{y:.2f}", (bar.get_x() + bar.get_width() / 2, y), ha="center", va="bottom", fontsize=7
             )

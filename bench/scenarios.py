@@ -220,9 +220,11 @@ class Harness:
                 t0 = time.perf_counter()
                 await self.api.request("POST", self.path(ns), tcd(name, 1))
                 try:
-                    await tracker.wait(
-                        lambda n=name: tracker.all_reached([n], *MILESTONES), 60, f"{name} Ready"
-                    )
+
+                    def ready(n: str = name) -> bool:
+                        return tracker.all_reached([n], *MILESTONES)
+
+                    await tracker.wait(ready, 60, f"{name} Ready")
                 except TimeoutError as exc:
                     seen = tracker.owners[name]
                     raise TimeoutError(

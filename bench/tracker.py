@@ -68,8 +68,9 @@ class Tracker:
         synced = [asyncio.Event() for _ in watches]
         for (path, sel, handler), ev in zip(watches, synced, strict=True):
             self.tasks.append(asyncio.create_task(self._run(path, sel, handler, ev)))
-        waiting = asyncio.gather(*(e.wait() for e in synced))
-        done, _ = await asyncio.wait([waiting, *self.tasks], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        waiting: asyncio.Future[Any] = asyncio.gather(*(e.wait() for e in synced))
+        pending: list[asyncio.Future[Any]] = [waiting, *self.tasks]
+        done, _ = await asyncio.wait(pending, timeout=60, return_when=asyncio.FIRST_COMPLETED)
         if waiting not in done:
             waiting.cancel()
             failed = [t.exception() for t in self.tasks if t.done() and not t.cancelled()]

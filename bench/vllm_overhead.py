@@ -28,11 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "hack"))
 
-from local_kubelet import LocalKubelet, free_port  # noqa: E402
-from tests.e2e.conftest import CPU_IMAGE_ENV, model_volume  # noqa: E402
+from tests.e2e.conftest import model_volume  # noqa: E402
 from tests.helpers import Cluster, wait_for  # noqa: E402
 from tests.integration.tcd import apply, condition, get  # noqa: E402
 from tests.operator_process import start_operator, stop_operator  # noqa: E402
+
+from local_node import CPU_IMAGE_ENV, LocalNode, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -59,7 +60,7 @@ def healthy(port: int) -> bool:
 
 def through_operator(
     cluster: Cluster,
-    kubelet: LocalKubelet,
+    kubelet: LocalNode,
     ns: str,
     name: str,
     spec: dict[str, Any],
@@ -75,6 +76,7 @@ def through_operator(
     )
     done = time.monotonic()
     run = kubelet.run_for(ns, name)
+    assert run is not None and run.started_at is not None and run.ready_at is not None
     # Where the time goes: apply -> process started (API, scheduler, kubelet), process -> probe passed
     # (vLLM itself), probe passed -> resource Ready (pod status, Deployment controller, operator).
     phases.append(
@@ -130,7 +132,7 @@ def main() -> int:
     from kubernetes import config
 
     api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
-    kubelet = LocalKubelet(api, "overhead-node", vllm_py, work / "kubelet", image_env=CPU_IMAGE_ENV, gpus=1)
+    kubelet = LocalNode(api, "overhead-node", vllm_py, work / "kubelet", image_env=CPU_IMAGE_ENV, gpus=1)
     kubelet.register()
     ns = f"t-overhead-{secrets.token_hex(3)}"
     cluster.kubectl("create", "namespace", ns, check=True)
@@ -162,8 +164,12 @@ def main() -> int:
             via_operator.append(elapsed)
             last_command, last_env = list(run.command), dict(run.env)
             cluster.kubectl("delete", "tcd", name, "-n", ns, "--wait=true", check=True)
+
+            def stopped(r: Any = run) -> bool:
+                return r.process is None or r.process.poll() is not None
+
             wait_for(
-                lambda r=run: r.process is None or r.process.poll() is not None,
+                stopped,
                 timeout=120,
                 message="pod process stopped",
             )

@@ -2,7 +2,7 @@
 
 Steps: start the cluster (hack/cluster.sh, state in .demo/cluster), install the CRDs, start the operator,
 generate a random-weight TeleChat2 checkpoint, register a node whose pods run as local processes with the
-vLLM CPU environment as their image (hack/local_kubelet.py), apply examples/demo/telechat-tiny.yaml, wait
+vLLM CPU environment as their image (hack/local_node.py), apply examples/demo/telechat-tiny.yaml, wait
 for the resource to be Ready (vLLM answering its probes), then print `kubectl get tcd` and a chat
 completion made with the guide's OpenAI client code. Everything keeps running until `make demo-down`.
 """
@@ -29,12 +29,6 @@ NAME = "telechat-tiny"
 NODE = "demo-local-vllm"
 API_KEY = "demo-key"
 VENV_PY = ROOT / ".venv" / "bin" / "python"
-CPU_IMAGE_ENV = [
-    "VLLM_TARGET_DEVICE=cpu",
-    "VLLM_CPU_KVCACHE_SPACE=1",
-    "HF_HUB_OFFLINE=1",
-    "TOKENIZERS_PARALLELISM=false",
-]
 
 
 def step(text: str) -> None:
@@ -162,7 +156,7 @@ def wait_ready(timeout: float = 900) -> None:
             if degraded.get("status") == "True" and degraded.get("reason") == "CrashLoopBackOff":
                 sys.exit(f"demo: vLLM failed:\n{degraded.get('message')}")
         time.sleep(2)
-    sys.exit(f"demo: not Ready after {timeout:.0f} s; see .demo/local-kubelet.log and .demo/operator.log")
+    sys.exit(f"demo: not Ready after {timeout:.0f} s; see .demo/local-node.log and .demo/operator.log")
 
 
 def chat(base_url: str) -> None:
@@ -217,10 +211,10 @@ def up() -> None:
         run(python, "tests/e2e/tiny_telechat.py", str(models / "telechat2"))
     step("6/7 a node whose pods run locally with the vLLM CPU environment as their image")
     start_daemon(
-        "local-kubelet",
+        "local-node",
         [
             str(VENV_PY),
-            "hack/local_kubelet.py",
+            "hack/local_node.py",
             "--kubeconfig",
             str(KUBECONFIG),
             "--node",
@@ -233,7 +227,6 @@ def up() -> None:
             "1",
             "--label",
             "telechat.ai/demo-node=true",
-            *(f"--env={e}" for e in CPU_IMAGE_ENV),
         ],
     )
     step("7/7 apply examples/demo/telechat-tiny.yaml and wait for vLLM to become Ready (about a minute)")
@@ -271,14 +264,14 @@ The demo keeps running. Try:
   .tools/bin/kubectl get tcd -n {NAMESPACE} -o yaml          # status, conditions, endpoint
   .tools/bin/kubectl scale tcd/{NAME} -n {NAMESPACE} --replicas=0
   curl -H 'Authorization: Bearer {API_KEY}' {base_url}/models
-Logs: .demo/operator.log, .demo/local-kubelet.log, .demo/kubelet/<pod uid>/container.log (vLLM)
+Logs: .demo/operator.log, .demo/local-node.log, .demo/kubelet/<pod uid>/container.log (vLLM)
 Stop everything: make demo-down
 """
     )
 
 
 def down() -> None:
-    stop_daemon("local-kubelet")
+    stop_daemon("local-node")
     stop_daemon("operator")
     run("bash", "hack/cluster.sh", "down", check=False)
 

@@ -13,6 +13,7 @@ decodes to text. Weights are drawn on the GPU (seconds) and written in 5 GB shar
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -175,7 +176,6 @@ def load_tiny(path: Path, chat_template: Path) -> ModuleType:
     elsewhere, so it is pointed at the template staged beside it.
     """
     sys.path.insert(0, str(path.parent))
-    import tiny_telechat
-
-    tiny_telechat.CHAT_TEMPLATE = chat_template
-    return tiny_telechat
+    tiny = importlib.import_module("tiny_telechat")
+    setattr(tiny, "CHAT_TEMPLATE", chat_template)  # noqa: B010 (a module loaded by name)
+    return tiny

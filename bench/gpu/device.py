@@ -330,8 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
 
+    budget = float(args.budget)
+
     def left() -> float:
-        return args.budget - (time.monotonic() - T0)
+        return budget - (time.monotonic() - T0)
 
     results: dict[str, Any] = {"schema": "telechat-operator/gpu-bench/v1", "plan": name, "steps": []}
     out_file = args.out / f"results-{name}.json"

@@ -132,7 +132,7 @@ async def run_level(
         "output_tokens": output_tokens,
         "completed": done,
         "errors": len(samples.errors) + len(warm.errors),
-        "first_error": (samples.errors or warm.errors or [None])[0],
+        "first_error": next(iter(samples.errors or warm.errors), None),
         "wall_s": round(wall, 3),
         "requests_per_s": round(done / wall, 3),
         "output_tokens_per_s": round(samples.output_tokens / wall, 1),

@@ -323,9 +323,10 @@ def ratio_section(steps: list[tuple[dict[str, Any], dict[str, Any], dict[str, An
 def budget_section(steps: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]) -> str:
     """The operator's startup budget per catalog model beside a start time scaled from the H200 runs."""
     from telechat_operator import catalog
+    from telechat_operator.api.spec import TeleChatDeploymentSpec
     from telechat_operator.config import OperatorConfig
     from telechat_operator.resolve import effective
-    from telechat_operator.validation import parse_spec
+    from telechat_operator.validation import parse_as
 
     config = OperatorConfig()
     budgets = config.probe_budgets
@@ -336,9 +337,10 @@ def budget_section(steps: list[tuple[dict[str, Any], dict[str, Any], dict[str, A
     rows = []
     for shape in catalog.MODELS:
         model = {"name": shape.model_id, "trustRemoteCode": True}
-        download = parse_spec({"model": {**model, "cache": {"size": "1Ti"}}})
-        volume = parse_spec(
-            {"model": {**model, "pvc": {"claimName": "weights"}}, "engine": {"dtype": "bfloat16"}}
+        download = parse_as(TeleChatDeploymentSpec, {"model": {**model, "cache": {"size": "1Ti"}}})
+        volume = parse_as(
+            TeleChatDeploymentSpec,
+            {"model": {**model, "pvc": {"claimName": "weights"}}, "engine": {"dtype": "bfloat16"}},
         )
         download_budget = effective(download, config).startup_budget_seconds
         volume_budget = effective(volume, config).startup_budget_seconds

@@ -40,6 +40,9 @@ _LEVEL_KEYS = {
 }
 
 
+_SMI_KEYS = ("name", "driver_version", "memory.total")
+
+
 def _need(obj: Any, keys: dict[str, Any], where: str) -> list[str]:
     if not isinstance(obj, dict):
         return [f"{where}: not an object"]
@@ -52,38 +55,47 @@ def _need(obj: Any, keys: dict[str, Any], where: str) -> list[str]:
     return problems
 
 
+def _facts(facts: Any) -> list[str]:
+    problems = _need(facts, {"nvidia_smi": dict, "versions": dict}, "$.facts")
+    if problems:
+        return problems
+    problems += [f"$.facts.nvidia_smi.{k}: missing" for k in _SMI_KEYS if k not in facts["nvidia_smi"]]
+    if "vllm" not in facts["versions"]:
+        problems.append("$.facts.versions.vllm: missing")
+    return problems
+
+
+def _serve_step(step: dict[str, Any], cases: dict[str, Any], where: str) -> list[str]:
+    problems = _need(step, {"case": str, "startup": dict, "stop": dict}, where)
+    if step.get("case") not in cases:
+        problems.append(f"{where}.case: {step.get('case')!r} is not in $.cases")
+    for j, level in enumerate(step.get("load") or []):
+        if "skipped" not in level:
+            problems += _need(level, _LEVEL_KEYS, f"{where}.load[{j}]")
+    for probe, value in (step.get("probes") or {}).items():
+        if "status" in value:  # a probe that raised has only "error"
+            problems += _need(value, {"status": int}, f"{where}.probes.{probe}")
+    return problems
+
+
+def _step(step: Any, cases: dict[str, Any], where: str) -> list[str]:
+    problems = _need(step, {"step": str}, where)
+    if problems or "skipped" in step or ("error" in step and "kind" not in step):
+        return problems
+    if step.get("kind") not in ("checkpoint", "serve"):
+        return [f"{where}.kind: {step.get('kind')!r}"]
+    return _serve_step(step, cases, where) if step["kind"] == "serve" else []
+
+
 def check(results: Any) -> list[str]:
     problems = _need(results, {"schema": str, "plan": str, "facts": dict, "cases": dict, "steps": list}, "$")
     if problems:
         return problems
     if results["schema"] != SCHEMA:
         problems.append(f"$.schema: {results['schema']!r}, expected {SCHEMA!r}")
-    facts = results["facts"]
-    problems += _need(facts, {"nvidia_smi": dict, "versions": dict}, "$.facts")
-    if not problems:
-        for key in ("name", "driver_version", "memory.total"):
-            if key not in facts["nvidia_smi"]:
-                problems.append(f"$.facts.nvidia_smi.{key}: missing")
-        if "vllm" not in facts["versions"]:
-            problems.append("$.facts.versions.vllm: missing")
+    problems += _facts(results["facts"])
     for name, case in results["cases"].items():
         problems += _need(case, _CASE_KEYS, f"$.cases.{name}")
     for i, step in enumerate(results["steps"]):
-        where = f"$.steps[{i}]"
-        problems += _need(step, {"step": str}, where)
-        if "skipped" in step or ("error" in step and "kind" not in step):
-            continue
-        if step.get("kind") not in ("checkpoint", "serve"):
-            problems.append(f"{where}.kind: {step.get('kind')!r}")
-            continue
-        if step["kind"] == "serve":
-            problems += _need(step, {"case": str, "startup": dict, "stop": dict}, where)
-            if step.get("case") not in results["cases"]:
-                problems.append(f"{where}.case: {step.get('case')!r} is not in $.cases")
-            for j, level in enumerate(step.get("load") or []):
-                if "skipped" not in level:
-                    problems += _need(level, _LEVEL_KEYS, f"{where}.load[{j}]")
-            for probe, value in (step.get("probes") or {}).items():
-                if "status" in value:  # a probe that raised has only "error"
-                    problems += _need(value, {"status": int}, f"{where}.probes.{probe}")
+        problems += _step(step, results["cases"], f"$.steps[{i}]")
     return problems

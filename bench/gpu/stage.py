@@ -64,7 +64,7 @@ def build_plans(old_operator_src: Path | None) -> dict[str, dict[str, Any]]:
         cases["7b-old-render"] = _case(seven, "7b-old-render", operator_src=old_operator_src)
     seven_len = cases["7b-defaults"]["max_model_len"] or cases["7b-defaults"]["shape"]["native_context"]
     big_len = cases["115b-layout"]["max_model_len"]
-    first = {
+    first: dict[str, Any] = {
         "name": "7b",
         "steps": [
             {"kind": "checkpoint", "label": "checkpoint-7b", "case": "7b-defaults", "needs_s": 60},
@@ -137,9 +137,9 @@ def build_plans(old_operator_src: Path | None) -> dict[str, dict[str, Any]]:
             "load": LOAD_LEVELS,
         }
     )
-    second = {"name": "115b", "steps": second_steps}
+    second: dict[str, Any] = {"name": "115b", "steps": second_steps}
     # Run-to-run spread of the defaults, and what the compile cache alone saves on a warm machine.
-    third = {
+    third: dict[str, Any] = {
         "name": "7b-repeat",
         "steps": [
             {"kind": "checkpoint", "label": "checkpoint-7b", "case": "7b-defaults", "needs_s": 60},

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-TELE_AI_ORG = "Tele-AI"
 # Org names the TeleChat guide and older docs use for the same repositories.
 _ALIAS_ORGS = {"tele-ai", "telechat", "telechat2", "tele_ai"}
 
@@ -52,11 +51,6 @@ class ModelShape:
         """Weights in GB (1e9 bytes) when loaded in ``dtype`` (``auto`` = the stored dtype)."""
         resolved = self.stored_dtype if dtype == "auto" else dtype
         return self.params_billion * DTYPE_BYTES[resolved]
-
-    def kv_cache_bytes_per_token(self, dtype: str) -> int:
-        resolved = self.stored_dtype if dtype == "auto" else dtype
-        head_dim = self.hidden_size // self.heads
-        return 2 * self.layers * self.kv_heads * head_dim * DTYPE_BYTES[resolved]
 
     def valid_tensor_parallel_sizes(self, limit: int = 64) -> list[int]:
         return [n for n in range(1, limit + 1) if self.heads % n == 0 and self.kv_heads % n == 0]

@@ -11,12 +11,14 @@ from typing import Any
 import yaml
 
 from .api import constants as c
-from .batch.render import render_batch_document
 from .config import OperatorConfig
-from .render import Owner, render_deployment_set
-from .resolve import effective
-from .validation import SpecError, check
+from .controller.kind import Kind
+from .kinds import KINDS
+from .render.objects import Owner
+from .validation import SpecError
 from .yamlio import dump_all
+
+KINDS_BY_NAME: dict[str, Kind] = {kind.kind: kind for kind in KINDS}
 
 RENDER_HEADER = (
     "# Rendered by telechat-operator {version} for {kind} {namespace}/{name}.\n"
@@ -38,28 +40,20 @@ def render_documents(
     out: list[str] = []
     warnings: list[str] = []
     for doc in docs:
-        if doc.get("apiVersion") != c.API_VERSION or doc.get("kind") not in (c.KIND, c.BATCH_KIND):
+        kind = KINDS_BY_NAME.get(str(doc.get("kind"))) if doc.get("apiVersion") == c.API_VERSION else None
+        if kind is None:
             continue
         meta = doc.get("metadata") or {}
         name, ns = meta.get("name", ""), meta.get("namespace") or namespace
         try:
-            objects = _render_one(doc, name, ns, config, warnings)
+            checked = kind.check(doc.get("spec"), config)
         except SpecError as exc:
             raise SpecError([f"{doc['kind']} {ns}/{name}: {e}" for e in exc.errors]) from None
+        warnings.extend(f"{name}: {w}" for w in checked.notes)
+        objects = kind.render(checked, Owner(c.API_VERSION, kind.kind, name, ns))
         out.append(RENDER_HEADER.format(version=__version__, kind=doc["kind"], namespace=ns, name=name))
         out.append(dump_all(objects))
     return "".join(out), warnings
-
-
-def _render_one(
-    doc: dict[str, Any], name: str, ns: str, config: OperatorConfig, warnings: list[str]
-) -> list[dict[str, Any]]:
-    if doc["kind"] == c.BATCH_KIND:
-        return render_batch_document(doc.get("spec"), name, ns, config, warnings)
-    spec, verdict = check(doc.get("spec"), config)
-    eff = effective(spec, config)
-    warnings.extend(f"{name}: {w}" for w in eff.notes + verdict.warnings)
-    return render_deployment_set(spec, eff, Owner(c.API_VERSION, c.KIND, name, ns)).objects
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -90,7 +84,8 @@ def cmd_crds(_: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
-    from .handlers import Runtime, WebhookOptions, build_registry
+    from .controller.leader import options_from_args
+    from .process import Runtime, WebhookOptions, build_registry
 
     config = OperatorConfig.load()
     if args.namespace:
@@ -109,13 +104,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         certfile=args.webhook_cert,
         keyfile=args.webhook_key,
     )
-    runtime = Runtime(config=config, webhook=webhook)
-    registry = build_registry(runtime)
-    if args.leader_elect:
-        from . import leader
-
-        # Reconcile workers wait for the Lease; watches, health and the webhook run on every replica.
-        leader.install(registry, leader.options_from_args(args))
+    # With --leader-elect, reconcile workers wait for the Lease; watches, health and the webhook run on
+    # every replica.
+    leader = options_from_args(args) if args.leader_elect else None
+    registry = build_registry(Runtime(config=config, webhook=webhook, leader=leader))
     kopf.run(
         registry=registry,
         standalone=args.standalone,
@@ -150,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--webhook-key", default=None)
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
-    from .leader import add_arguments as add_leader_arguments
+    from .controller.leader import add_arguments as add_leader_arguments
 
     add_leader_arguments(run)
     run.set_defaults(func=cmd_run)

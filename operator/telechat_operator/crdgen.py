@@ -40,24 +40,49 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     return {k: _resolve(v, defs) for k, v in node.items()}
 
 
+def _union(node: dict[str, Any]) -> dict[str, Any]:
+    """An ``anyOf`` node: an int-or-string quantity, or an optional field (one type besides null)."""
+    options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+    types = sorted(o.get("type", "") for o in options)
+    if types == ["integer", "string"]:
+        # A Kubernetes quantity: 8 or "64Gi".
+        pattern = next((o["pattern"] for o in options if o.get("pattern")), None)
+        node.update({"x-kubernetes-int-or-string": True})
+        if pattern:
+            node["pattern"] = pattern
+        return node
+    if len(options) != 1:
+        raise ValueError(f"cannot express a union in a structural schema: {options}")
+    inner = _structural(options[0])
+    # The outer node's description and validations describe the field; keep them.
+    return {**inner, **{k: v for k, v in node.items() if k != "anyOf"}}
+
+
+def _object(node: dict[str, Any]) -> None:
+    node["type"] = "object"
+    props = node.get("properties")
+    if props:
+        node["properties"] = {k: _structural(v) for k, v in props.items()}
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        if extra:
+            node["additionalProperties"] = _structural(extra)
+        else:
+            node.pop("additionalProperties")
+    elif extra is False:
+        node.pop("additionalProperties")
+    if not props and "additionalProperties" not in node:
+        # dict[str, Any]: an arbitrary object (affinity, valueFrom, tolerations).
+        node["x-kubernetes-preserve-unknown-fields"] = True
+    if "required" in node:
+        node["required"] = sorted(node["required"])
+
+
 def _structural(node: dict[str, Any]) -> dict[str, Any]:
     """Convert one resolved JSON Schema node to a structural OpenAPI v3 schema node."""
     node = {k: v for k, v in node.items() if k not in _DROP}
     if "anyOf" in node:
-        options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
-        types = sorted(o.get("type", "") for o in options)
-        if types == ["integer", "string"]:
-            # A Kubernetes quantity: 8 or "64Gi".
-            pattern = next((o["pattern"] for o in options if o.get("pattern")), None)
-            node.update({"x-kubernetes-int-or-string": True})
-            if pattern:
-                node["pattern"] = pattern
-            return node
-        if len(options) != 1:
-            raise ValueError(f"cannot express a union in a structural schema: {options}")
-        inner = _structural(options[0])
-        # The outer node's description and validations describe the field; keep them.
-        return {**inner, **{k: v for k, v in node.items() if k != "anyOf"}}
+        return _union(node)
     for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
         if bound in node and not isinstance(node[bound], bool):
             node[plain] = node.pop(bound)
@@ -66,23 +91,7 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
         node["enum"] = [node.pop("const")]
     kind = node.get("type")
     if kind == "object" or "properties" in node:
-        node["type"] = "object"
-        props = node.get("properties")
-        if props:
-            node["properties"] = {k: _structural(v) for k, v in props.items()}
-        extra = node.get("additionalProperties")
-        if isinstance(extra, dict):
-            if extra:
-                node["additionalProperties"] = _structural(extra)
-            else:
-                node.pop("additionalProperties")
-        elif extra is False:
-            node.pop("additionalProperties")
-        if not props and "additionalProperties" not in node:
-            # dict[str, Any]: an arbitrary object (affinity, valueFrom, tolerations).
-            node["x-kubernetes-preserve-unknown-fields"] = True
-        if "required" in node:
-            node["required"] = sorted(node["required"])
+        _object(node)
     elif kind == "array":
         items = node.get("items") or {}
         node["items"] = (

@@ -17,8 +17,6 @@ from .catalog import VLLM_ARCHITECTURE, ModelShape, ResolvedModel, resolve_model
 from .config import OperatorConfig
 from .rope import RopePlan, plan_rope
 
-GIB = 1024**3
-
 
 def telechat_chat_template() -> str:
     """TeleChat's chat template, shipped with the operator (TeleChat2-115B ships none)."""

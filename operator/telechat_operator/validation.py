@@ -1,20 +1,22 @@
-"""Validation of a TeleChatDeployment beyond what the CRD schema can express.
+"""Validation of a vLLM workload spec (any kind that runs vLLM) beyond what the CRD schema can express.
 
-Used three times with the same code: by the validating admission webhook (refuse at ``kubectl apply``),
-by the reconciler (a safety net when the webhook is not installed: status condition and Event), and by
-``telechat-operator render``. Pure: no API calls; Secrets are checked by the reconciler.
+``check`` is used by every caller with the same code: by the validating admission webhook (refuse at
+``kubectl apply``), by the reconcilers (a safety net when the webhook is not installed: status condition
+and Event), and by ``telechat-operator render``. Each kind passes its spec type and its own extra rules.
+Pure: no API calls; Secrets are checked by the reconcilers.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
 from . import planner
-from .api.spec import OWNED_FLAGS, OWNED_SHORT_FLAGS, ModelEngineSpec, TeleChatDeploymentSpec
+from .api.spec import OWNED_FLAGS, OWNED_SHORT_FLAGS, ModelEngineSpec
 from .catalog import gpu_memory_gb
 from .config import OperatorConfig
 from .resolve import Effective, effective
@@ -63,11 +65,6 @@ def parse_as(kind: type[SpecT], raw: dict[str, Any] | None) -> SpecT:
         return kind.model_validate(raw or {})
     except ValidationError as exc:
         raise SpecError(_pydantic_messages(exc)) from None
-
-
-def parse_spec(raw: dict[str, Any] | None) -> TeleChatDeploymentSpec:
-    """Read a stored TeleChatDeployment spec; raises SpecError with one message per bad field."""
-    return parse_as(TeleChatDeploymentSpec, raw)
 
 
 def flag_name(arg: str) -> str | None:
@@ -237,31 +234,50 @@ def _check_warnings(spec: ModelEngineSpec, eff: Effective, verdict: Verdict) -> 
         )
 
 
-def validate(spec: ModelEngineSpec, config: OperatorConfig | None = None) -> Verdict:
-    """Model-aware checks of a parsed spec."""
+Rule = Callable[[Any, Effective, Verdict], None]
+
+
+def validate(spec: ModelEngineSpec, eff: Effective, rules: Sequence[Rule] = ()) -> Verdict:
+    """Model-aware checks of a parsed spec and its effective settings, plus a kind's own ``rules``."""
     verdict = Verdict()
-    eff = effective(spec, config or OperatorConfig())
     _check_extra_args(spec, verdict)
     _check_env(spec, verdict)
     _check_model(spec, eff, verdict)
     _check_context(spec, eff, verdict)
     _check_warnings(spec, eff, verdict)
+    for rule in rules:
+        rule(spec, eff, verdict)
     return verdict
 
 
-def check_as(
-    kind: type[SpecT], raw_spec: dict[str, Any] | None, config: OperatorConfig | None = None
-) -> tuple[SpecT, Verdict]:
-    """Parse and validate a spec of ``kind``; raises SpecError for one that does not parse or fails a rule."""
-    spec = parse_as(kind, raw_spec)
-    verdict = validate(spec, config)
-    if not verdict.ok:
-        raise SpecError(verdict.errors)
-    return spec, verdict
+@dataclass(frozen=True)
+class Checked(Generic[SpecT]):
+    """A spec that passed every rule, its effective settings, and what to tell the user about it."""
+
+    spec: SpecT
+    effective: Effective
+    # The rules' warnings (admission returns these to `kubectl apply`).
+    warnings: list[str]
+
+    @property
+    def notes(self) -> list[str]:
+        """Everything worth saying in status and `render`: what resolution changed, then the warnings."""
+        return self.effective.notes + self.warnings
 
 
 def check(
-    raw_spec: dict[str, Any] | None, config: OperatorConfig | None = None
-) -> tuple[TeleChatDeploymentSpec, Verdict]:
-    """Parse and validate a TeleChatDeployment spec (the webhook, the reconciler and `render` use it)."""
-    return check_as(TeleChatDeploymentSpec, raw_spec, config)
+    kind: type[SpecT],
+    raw_spec: dict[str, Any] | None,
+    config: OperatorConfig | None = None,
+    rules: Sequence[Rule] = (),
+) -> Checked[SpecT]:
+    """Parse, resolve once and validate a spec of ``kind``; raises SpecError when it cannot be served.
+
+    The one entry point: the admission webhook, both reconcilers and `telechat-operator render` use it.
+    """
+    spec = parse_as(kind, raw_spec)
+    eff = effective(spec, config or OperatorConfig())
+    verdict = validate(spec, eff, rules)
+    if not verdict.ok:
+        raise SpecError(verdict.errors)
+    return Checked(spec=spec, effective=eff, warnings=verdict.warnings)

@@ -1,7 +1,8 @@
-"""The validating admission webhook: model-aware checks at `kubectl apply` time.
+"""Serving certificates for the validating admission webhook in development mode (`--webhook dev`).
 
-The same ``validation.check`` runs again at reconcile, so a cluster without the webhook still gets the
-errors, as a status condition and an Event.
+The admission handlers themselves are registered per kind (``controller.kind``); they run the same
+``validation.check`` as the reconcilers, so a cluster without the webhook still gets the errors, as a
+status condition and an Event.
 """
 
 from __future__ import annotations
@@ -10,27 +11,6 @@ import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from .config import OperatorConfig
-from .validation import SpecError, check
-
-
-class Rejected(Exception):
-    """The spec is refused; ``message`` is what `kubectl apply` prints."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-def review(spec: dict[str, Any] | None, config: OperatorConfig) -> list[str]:
-    """Warnings for an acceptable spec; raises Rejected with every error for a bad one."""
-    try:
-        _, verdict = check(spec, config)
-    except SpecError as exc:
-        raise Rejected("; ".join(exc.errors)) from None
-    return verdict.warnings
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,7 @@ from tests.helpers import ROOT, Cluster
 from tests.operator_process import OperatorProcess, start_operator, stop_operator
 
 sys.path.insert(0, str(ROOT / "hack"))
-from local_kubelet import LocalKubelet
-
-# What a vLLM CPU image would set; the local kubelet adds these to the container's own environment.
-CPU_IMAGE_ENV = {
-    "VLLM_TARGET_DEVICE": "cpu",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+from local_node import CPU_IMAGE_ENV, LocalNode
 
 
 @pytest.fixture(scope="session")
@@ -68,10 +60,10 @@ def operator(cluster: Cluster) -> Iterator[OperatorProcess]:
 @pytest.fixture(scope="module")
 def local_node(
     cluster: Cluster, k8s: Any, vllm_python: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalKubelet]:
+) -> Iterator[LocalNode]:
     """A Node whose pods run as local processes with the vLLM CPU environment as their image."""
     name = f"local-vllm-{secrets.token_hex(3)}"
-    kubelet = LocalKubelet(
+    kubelet = LocalNode(
         k8s,
         name,
         vllm_python,

@@ -2,10 +2,10 @@
 
 Flow: a TeleChatBatchJob is applied to the real control plane; the operator checks the input ConfigMap and
 the volumes, renders its ConfigMap and Job; the Job controller makes the pod; the scheduler binds it to a
-Node this test registers and plays the kubelet for (``BatchKubelet`` below; kwok would mark the pod
-Succeeded without running anything). The kubelet part runs the pod's exact command, arguments, environment
-and mounted ConfigMap files with the vLLM CPU environment as the image, then writes the outcome to the pod
-status the way a kubelet does: phase Succeeded or Failed, the exit code, and the termination message from
+Node this test registers, played by the tree's one local node (hack/local_node.py; kwok would mark the pod
+Succeeded without running anything). It runs the pod's exact command, arguments, environment and mounted
+ConfigMap files with the vLLM CPU environment as the image, then writes the outcome to the pod status the
+way a kubelet does: phase Succeeded or Failed, the exit code, and the termination message from
 /dev/termination-log. The Job controller sees the pod finish and completes the Job; the operator reads the
 counts from the termination message. Only the image (python3), the mount paths and /dev/termination-log are
 substituted; the test prints every substitution.
@@ -15,35 +15,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 from tests.helpers import Cluster, wait_for
 from tests.operator_process import OperatorProcess, start_operator, stop_operator
+
+from local_node import CPU_IMAGE_ENV, LocalNode  # hack/ is on sys.path (tests/e2e/conftest.py)
 
 SERVED = "telechat-tiny"
 DEFAULT_MAX_TOKENS = 12  # spec.sampling.maxTokens: what a request without max_tokens gets
 # What a vLLM CPU image would set on top of the container's own environment.
-CPU_IMAGE_ENV = {
-    "VLLM_TARGET_DEVICE": "cpu",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
-TERMINATION_LOG = "/dev/termination-log"
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- fixtures ---------------------------------------------------------------------------------------------
@@ -64,196 +52,10 @@ def batch_operator(cluster: Cluster) -> Iterator[OperatorProcess]:
         stop_operator(cluster, op)
 
 
-# --- a kubelet for one batch pod --------------------------------------------------------------------------
-
-
-class BatchKubelet:
-    """Registers a Node, keeps it Ready (Lease renewals), and runs the batch pod bound to it as a process."""
-
-    def __init__(self, api: client.ApiClient, node: str, python: str, workdir: Path) -> None:
-        self.core = client.CoreV1Api(api)
-        self.leases = client.CoordinationV1Api(api)
-        self.node = node
-        self.python = python
-        self.workdir = workdir
-        self.substitutions: dict[str, str] = {}
-        self._stop = threading.Event()
-        self._beat: threading.Thread | None = None
-
-    def register(self) -> None:
-        capacity = {"cpu": "8", "memory": "32Gi", "pods": "16", "nvidia.com/gpu": "1"}
-        labels = {"kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux"}
-        self.core.create_node(
-            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node, "labels": labels}}
-        )
-        ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now()}
-        status = {"capacity": capacity, "allocatable": capacity, "conditions": [ready]}
-        self.core.patch_node_status(self.node, {"status": status})
-        self._beat = threading.Thread(target=self._heartbeat, daemon=True)
-        self._beat.start()
-
-    def _heartbeat(self) -> None:
-        """Renew the node's Lease, so the node lifecycle controller keeps it Ready while vLLM runs."""
-        while True:
-            lease = {
-                "metadata": {"name": self.node, "namespace": "kube-node-lease"},
-                "spec": {
-                    "holderIdentity": self.node,
-                    "leaseDurationSeconds": 40,
-                    "renewTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                },
-            }
-            try:
-                self.leases.replace_namespaced_lease(self.node, "kube-node-lease", lease)
-            except client.ApiException as exc:
-                if exc.status == 404:
-                    self.leases.create_namespaced_lease("kube-node-lease", lease)
-            if self._stop.wait(10):
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._beat is not None:
-            self._beat.join(timeout=15)
-        try:
-            self.core.delete_node(self.node)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    def bound_pod(self, namespace: str) -> dict[str, Any] | None:
-        pods = self.core.list_namespaced_pod(namespace, field_selector=f"spec.nodeName={self.node}").items
-        return self.core.api_client.sanitize_for_serialization(pods[0]) if pods else None
-
-    # Volumes become local folders; container paths are rewritten to them in one pass.
-    def _volumes(self, pod: dict[str, Any], root: Path) -> dict[str, Path]:
-        ns = pod["metadata"]["namespace"]
-        local: dict[str, Path] = {}
-        for volume in pod["spec"]["volumes"]:
-            path = root / "volumes" / volume["name"]
-            if "configMap" in volume:
-                ref = volume["configMap"]
-                data = self.core.read_namespaced_config_map(ref["name"], ns).data or {}
-                items = ref.get("items") or [{"key": k, "path": k} for k in data]
-                path.mkdir(parents=True)
-                for item in items:
-                    (path / item["path"]).write_text(data[item["key"]])
-            elif "emptyDir" in volume:
-                path.mkdir(parents=True)
-            elif "persistentVolumeClaim" in volume:
-                claim = self.core.read_namespaced_persistent_volume_claim(
-                    volume["persistentVolumeClaim"]["claimName"], ns
-                )
-                path = Path(self.core.read_persistent_volume(claim.spec.volume_name).spec.host_path.path)
-            else:
-                raise AssertionError(f"volume {volume['name']}: not a type this test kubelet knows")
-            local[volume["name"]] = path
-        return local
-
-    def _env(self, pod: dict[str, Any], container: dict[str, Any], rewrite: Any) -> dict[str, str]:
-        env = {
-            "PATH": f"{Path(self.python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            **CPU_IMAGE_ENV,
-        }
-        for item in container.get("env") or []:
-            if "value" in item:
-                env[item["name"]] = rewrite(item["value"])
-                continue
-            field = item["valueFrom"]["fieldRef"]["fieldPath"]  # the only valueFrom a batch pod uses here
-            label = re.fullmatch(r"metadata\.labels\['(.+)'\]", field)
-            assert label, field
-            env[item["name"]] = pod["metadata"]["labels"][label.group(1)]
-        return env
-
-    def run(self, pod: dict[str, Any], timeout: float = 900) -> tuple[int, str, float]:
-        """Run the pod's container to the end and report it in the pod status: (code, message, seconds)."""
-        root = self.workdir / pod["metadata"]["name"]
-        container = pod["spec"]["containers"][0]
-        volumes = self._volumes(pod, root)
-        mounts = {
-            m["mountPath"]: str(volumes[m["name"]]) for m in container["volumeMounts"] if m["name"] in volumes
-        }
-        mounts[TERMINATION_LOG] = str(root / "termination-log")
-        pattern = re.compile(
-            r"(?<![\w.-])("
-            + "|".join(re.escape(p) for p in sorted(mounts, key=len, reverse=True))
-            + r")(?![\w.-])"
-        )
-
-        def rewrite(text: str) -> str:
-            return pattern.sub(lambda m: mounts[m.group(1)], text)
-
-        # ConfigMap files name mounted paths too (vllm.yaml: the model, the generation config folder).
-        for volume in pod["spec"]["volumes"]:
-            if "configMap" in volume:
-                for file in volumes[volume["name"]].iterdir():
-                    file.write_text(rewrite(file.read_text()))
-        command = [
-            self.python if part == "python3" else rewrite(part)
-            for part in container["command"] + container["args"]
-        ]
-        self.substitutions = {"image python3": self.python, **{f"mount {k}": v for k, v in mounts.items()}}
-        env = self._env(pod, container, rewrite)
-        print(f"\nsubstitutions:\n{json.dumps(self.substitutions, indent=2)}\ncommand: {' '.join(command)}")
-
-        started = now()
-        self._status(pod, "Running", {"running": {"startedAt": started}})
-        begin = time.monotonic()
-        log = root / "container.log"
-        with log.open("wb") as out:
-            proc = subprocess.run(
-                command, env=env, cwd=volumes["tmp"], stdout=out, stderr=subprocess.STDOUT, timeout=timeout
-            )
-        seconds = time.monotonic() - begin
-        message = (root / "termination-log").read_text() if (root / "termination-log").exists() else ""
-        if not message and proc.returncode != 0:  # terminationMessagePolicy: FallbackToLogsOnError
-            message = "\n".join(log.read_text(errors="replace").splitlines()[-80:])[-2048:]
-        terminated = {
-            "exitCode": proc.returncode,
-            "reason": "Completed" if proc.returncode == 0 else "Error",
-            "message": message,
-            "startedAt": started,
-            "finishedAt": now(),
-        }
-        self._status(pod, "Succeeded" if proc.returncode == 0 else "Failed", {"terminated": terminated})
-        if proc.returncode != 0:
-            print(log.read_text(errors="replace")[-6000:])
-        return proc.returncode, message, seconds
-
-    def _status(self, pod: dict[str, Any], phase: str, state: dict[str, Any]) -> None:
-        container = pod["spec"]["containers"][0]
-        running = phase == "Running"
-        flag = "True" if running else "False"
-        status = {
-            "phase": phase,
-            "hostIP": "127.0.0.1",
-            "podIP": "127.0.0.1",
-            "startTime": pod["status"].get("startTime") or now(),
-            "conditions": [
-                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now()},
-                {"type": "Initialized", "status": "True", "lastTransitionTime": now()},
-                {"type": "ContainersReady", "status": flag, "lastTransitionTime": now()},
-                {"type": "Ready", "status": flag, "lastTransitionTime": now()},
-            ],
-            "containerStatuses": [
-                {
-                    "name": container["name"],
-                    "image": container["image"],
-                    "imageID": "",
-                    "ready": running,
-                    "started": running,
-                    "restartCount": 0,
-                    "state": state,
-                }
-            ],
-        }
-        meta = pod["metadata"]
-        self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status})
-
-
 @pytest.fixture
-def batch_node(cluster: Cluster, k8s: Any, vllm_python: str, tmp_path: Path) -> Iterator[BatchKubelet]:
-    kubelet = BatchKubelet(k8s, f"local-batch-{secrets.token_hex(3)}", vllm_python, tmp_path / "kubelet")
+def batch_node(cluster: Cluster, k8s: Any, vllm_python: str, tmp_path: Path) -> Iterator[LocalNode]:
+    """A node of its own per test (the test's pods select it by hostname)."""
+    kubelet = LocalNode(k8s, f"local-batch-{secrets.token_hex(3)}", vllm_python, tmp_path / "kubelet")
     kubelet.register()
     try:
         yield kubelet
@@ -330,7 +132,7 @@ def test_batch_of_chat_requests_through_real_vllm(
     cluster: Cluster,
     namespace: str,
     batch_operator: OperatorProcess,
-    batch_node: BatchKubelet,
+    batch_node: LocalNode,
     tiny_model_dir: Path,
     tmp_path: Path,
 ) -> None:
@@ -349,7 +151,7 @@ def test_batch_of_chat_requests_through_real_vllm(
             "engine": {"dtype": "bfloat16", "maxModelLen": 2048},
             # The guide's defaults; max_tokens small so the default is visible in a response.
             "sampling": {"temperature": 0.0, "repetitionPenalty": 1.05, "maxTokens": DEFAULT_MAX_TOKENS},
-            "scheduling": {"nodeSelector": {"kubernetes.io/hostname": batch_node.node}},
+            "scheduling": {"nodeSelector": {"kubernetes.io/hostname": batch_node.node_name}},
             "input": {"configMap": {"name": "prompts", "key": "requests.jsonl"}},
             "output": {"pvc": {"claimName": "results", "path": "runs/tiny.jsonl"}},
         }
@@ -374,7 +176,9 @@ def test_batch_of_chat_requests_through_real_vllm(
             timeout=90,
             message="the batch pod bound to the local node",
         )
-        code, message, seconds = batch_node.run(pod)
+        assert pod is not None
+        ran = batch_node.finished(pod)
+        code, message, seconds = ran.exit_code, ran.message, ran.seconds
         print(
             f"batch pod ran for {seconds:.1f} s (vLLM start, 6 requests, exit); termination message: "
             f"{message}"
@@ -424,7 +228,7 @@ def test_a_vllm_failure_is_reported_in_status(
     cluster: Cluster,
     namespace: str,
     batch_operator: OperatorProcess,
-    batch_node: BatchKubelet,
+    batch_node: LocalNode,
     tiny_model_dir: Path,
     tmp_path: Path,
 ) -> None:
@@ -441,7 +245,7 @@ def test_a_vllm_failure_is_reported_in_status(
                 "pvc": {"claimName": "tiny-model", "path": "no-such-model"},
             },
             "engine": {"dtype": "bfloat16"},
-            "scheduling": {"nodeSelector": {"kubernetes.io/hostname": batch_node.node}},
+            "scheduling": {"nodeSelector": {"kubernetes.io/hostname": batch_node.node_name}},
             "input": {"configMap": {"name": "prompts", "key": "requests.jsonl"}},
             "output": {"pvc": {"claimName": "results", "path": "out.jsonl"}},
             "backoffLimit": 0,
@@ -464,7 +268,9 @@ def test_a_vllm_failure_is_reported_in_status(
         pod = wait_for(
             lambda: batch_node.bound_pod(namespace), timeout=90, message="the batch pod on the local node"
         )
-        code, message, seconds = batch_node.run(pod)
+        assert pod is not None
+        ran = batch_node.finished(pod)
+        code, message, seconds = ran.exit_code, ran.message, ran.seconds
         print(f"failing batch pod ran for {seconds:.1f} s; termination message:\n{message}")
         assert code == 1 and message.startswith("vLLM run-batch exited with code 1; its last log lines:")
 
@@ -484,8 +290,10 @@ def test_a_vllm_failure_is_reported_in_status(
 
 def test_rendered_config_holds_only_options_run_batch_accepts(vllm_python: str, tmp_path: Path) -> None:
     """vLLM's own run_batch parser reads the rendered --config file (every option of the batch renderer)."""
-    from telechat_operator.batch.render import render_batch_document
+    from telechat_operator.api import constants as c
+    from telechat_operator.batch.kind import KIND
     from telechat_operator.config import OperatorConfig
+    from telechat_operator.render import Owner
 
     spec = {
         "model": {"name": "TeleChat/TeleChat2-115B", "revision": "main", "servedModelName": "tc"},
@@ -501,7 +309,7 @@ def test_rendered_config_holds_only_options_run_batch_accepts(vllm_python: str, 
         "input": {"configMap": {"name": "p", "key": "k"}},
         "output": {"pvc": {"claimName": "r", "path": "o.jsonl"}},
     }
-    objects = render_batch_document(spec, "x", "ns", OperatorConfig(), [])
+    objects = KIND.render(KIND.check(spec, OperatorConfig()), Owner(c.API_VERSION, c.BATCH_KIND, "x", "ns"))
     configmap = next(o for o in objects if o["kind"] == "ConfigMap")
     (tmp_path / "vllm.yaml").write_text(configmap["data"]["vllm.yaml"])
     job = next(o for o in objects if o["kind"] == "Job")

@@ -27,16 +27,15 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from tests.e2e.conftest import CPU_IMAGE_ENV, model_volume
+from tests.e2e.conftest import model_volume
 from tests.e2e.test_vllm_e2e import Served, namespace_for, serve
 from tests.helpers import ROOT, Cluster
 from tests.operator_process import OperatorProcess
 
-from telechat_operator.config import OperatorConfig
+from local_node import CPU_IMAGE_ENV  # hack/ is on sys.path (tests/e2e/conftest.py)
+from telechat_operator.deployment.reconciler import check_deployment
 from telechat_operator.render.engine_vllm import CONFIG_DIR, CONFIG_FILE, EngineFiles, render_engine
-from telechat_operator.resolve import effective
 from telechat_operator.rope import telechat_mscale, telechat_ntk_alpha
-from telechat_operator.validation import check
 
 E2E = ROOT / "tests" / "e2e"
 SERVED = "telechat-long"
@@ -74,8 +73,8 @@ def long_spec(node_name: str | None = None) -> dict[str, Any]:
 
 
 def rendered_engine() -> EngineFiles:
-    spec, _ = check(long_spec())
-    return render_engine(spec, effective(spec, OperatorConfig()))
+    checked = check_deployment(long_spec())
+    return render_engine(checked.spec, checked.effective)
 
 
 def without_fix(options: dict[str, Any], keep_positions: bool) -> dict[str, Any]:

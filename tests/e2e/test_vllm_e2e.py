@@ -1,7 +1,7 @@
 """Real vLLM, CPU build, serving a tiny TeleChat2 through the operator, called with the guide's client code.
 
 Flow: a TeleChatDeployment is applied to the real control plane; the operator renders the ConfigMap and
-Deployment; the scheduler binds the pod to a local node whose kubelet (hack/local_kubelet.py) runs the
+Deployment; the scheduler binds the pod to a local node whose kubelet (hack/local_node.py) runs the
 pod's exact command, arguments, environment and mounted ConfigMap files with the vLLM CPU environment as
 the image. Only the image, the mount paths and the listen address are substituted; the test prints them.
 The pod's own probes decide readiness, and the operator's status follows.
@@ -38,7 +38,7 @@ class Served:
     namespace: str
     name: str
     base_url: str
-    run: Any  # local_kubelet.PodRun
+    run: Any  # local_node.PodRun
 
 
 def namespace_for(cluster: Cluster, prefix: str) -> str:
@@ -178,7 +178,7 @@ def test_default_sampling_from_spec(served: Served) -> None:
 
 
 def test_tool_calling(served: Served) -> None:
-    tools = [
+    tools: Any = [
         {
             "type": "function",
             "function": {
@@ -207,7 +207,7 @@ def test_tool_calling(served: Served) -> None:
             model=SERVED,
             messages=[{"role": "user", "content": "Weather in Beijing?"}],
             tools=tools,
-            tool_choice=choice,  # type: ignore[arg-type]
+            tool_choice=choice,  # type: ignore[call-overload]
             parallel_tool_calls=False,
             max_tokens=128,
         )

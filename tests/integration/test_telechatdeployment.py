@@ -10,7 +10,7 @@ from tests.helpers import Cluster, wait_for
 from tests.integration.tcd import apply, condition, events, get, pods, wait_condition
 from tests.operator_process import OperatorProcess, wait_until
 
-SMALL = {"model": {"name": "Tele-AI/TeleChat2-7B"}, "resources": {"cpu": 2, "memory": "8Gi"}}
+SMALL: dict[str, Any] = {"model": {"name": "Tele-AI/TeleChat2-7B"}, "resources": {"cpu": 2, "memory": "8Gi"}}
 
 
 @pytest.fixture(autouse=True)
@@ -154,8 +154,12 @@ def test_delete_removes_children(cluster: Cluster, namespace: str) -> None:
     wait_for(lambda: get(cluster, namespace, "pvc", "tc-model-cache"), message="cache PVC")
     cluster.kubectl("delete", "-n", namespace, "tcd", "tc", "--wait=true", check=True)
     for kind, name in (("deployment", "tc"), ("configmap", "tc-engine"), ("service", "tc")):
+
+        def gone(k: str = kind, n: str = name) -> bool:
+            return get(cluster, namespace, k, n) is None
+
         wait_for(
-            lambda k=kind, n=name: get(cluster, namespace, k, n) is None,
+            gone,
             timeout=60,
             message=f"{kind}/{name} garbage-collected",
         )

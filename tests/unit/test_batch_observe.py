@@ -70,7 +70,7 @@ def test_no_job_yet_is_pending() -> None:
     assert d.phase == "Pending"
     assert conds(d)["Progressing"] == ("True", "Creating")
     assert conds(d)["SpecValid"] == ("True", "Valid")
-    assert d.requests == {"total": 10} and d.progress == "0/10"
+    assert d.figures.requests == {"total": 10} and d.figures.progress == "0/10"
 
 
 def test_refused_input_is_invalid_and_not_started() -> None:
@@ -93,10 +93,10 @@ def test_running_counts_finished_shards_only() -> None:
     ]
     d = derive(obs(job=job(completions=2, active=1, succeeded=1), pods=pods, total=10))
     assert d.phase == "Running"
-    assert d.requests == {"total": 10, "succeeded": 4, "failed": 1, "invalid": 1}
-    assert d.progress == "5/10"
-    assert d.pods == {"active": 1, "succeeded": 1, "failed": 0}
-    assert d.start_time == "2026-11-24T10:00:00Z"
+    assert d.figures.requests == {"total": 10, "succeeded": 4, "failed": 1, "invalid": 1}
+    assert d.figures.progress == "5/10"
+    assert d.figures.pods == {"active": 1, "succeeded": 1, "failed": 0}
+    assert d.figures.start_time == "2026-11-24T10:00:00Z"
 
 
 def test_pods_waiting_for_gpus_are_reported() -> None:
@@ -131,9 +131,9 @@ def test_complete_job_is_succeeded_with_counts_from_every_shard() -> None:
     d = derive(obs(job=job(completions=2, succeeded=2, conditions=complete), pods=pods))
     assert d.phase == "Succeeded"
     # The total comes from the shards when the operator could not read the input (PVC input).
-    assert d.requests == {"total": 10, "succeeded": 8, "failed": 2, "invalid": 1}
-    assert d.progress == "10/10"
-    assert d.completion_time == "2026-11-24T11:00:00Z"
+    assert d.figures.requests == {"total": 10, "succeeded": 8, "failed": 2, "invalid": 1}
+    assert d.figures.progress == "10/10"
+    assert d.figures.completion_time == "2026-11-24T11:00:00Z"
     assert conds(d)["Complete"] == ("True", "Succeeded")
     assert conds(d)["Progressing"] == ("False", "Succeeded")
     message = next(c.message for c in d.conditions if c.type == "Complete")
@@ -144,7 +144,7 @@ def test_kwok_style_completion_without_summary_still_succeeds() -> None:
     complete = [{"type": "Complete", "status": "True"}]
     p = pod("b-0", 0, "Succeeded", exit_code=0, message="")
     d = derive(obs(job=job(succeeded=1, conditions=complete), pods=[p], total=3))
-    assert d.phase == "Succeeded" and d.requests == {"total": 3} and d.progress == "?/3"
+    assert d.phase == "Succeeded" and d.figures.requests == {"total": 3} and d.figures.progress == "?/3"
     message = next(c.message for c in d.conditions if c.type == "Complete")
     assert message.startswith("the Job completed; its pods reported no request counts")
 
@@ -175,12 +175,12 @@ def test_failed_job_reports_vllms_error() -> None:
     d = derive(obs(job=job(failed=2, conditions=failed), pods=pods))
     assert d.phase == "Failed"
     assert conds(d)["Failed"] == ("True", "BackoffLimitExceeded")
-    assert d.message is not None
-    assert d.message.startswith(
+    assert d.figures.message is not None
+    assert d.figures.message.startswith(
         "Job has reached the specified backoff limit: pod b-0-b (shard 0) exit code 1"
     )
-    assert "CUDA out of memory" in d.message
-    assert d.completion_time == "2026-11-24T12:00:00Z"
+    assert "CUDA out of memory" in d.figures.message
+    assert d.figures.completion_time == "2026-11-24T12:00:00Z"
 
 
 def test_bad_input_found_by_the_pod_fails_at_once() -> None:
@@ -201,14 +201,14 @@ def test_bad_input_found_by_the_pod_fails_at_once() -> None:
     )
     d = derive(obs(job=job(failed=1, conditions=failed), pods=[p]))
     assert d.phase == "Failed" and conds(d)["Failed"] == ("True", "PodFailurePolicy")
-    assert d.message is not None and "the input is not JSONL" in d.message
+    assert d.figures.message is not None and "the input is not JSONL" in d.figures.message
 
 
 def test_vanished_job_is_never_run_again() -> None:
     d = derive(obs(previous={"jobUid": "j1", "jobName": "b-batch", "phase": "Running"}))
     assert d.phase == "Failed"
     assert conds(d)["Failed"] == ("True", "JobDeleted")
-    assert d.message is not None and "re-create the TeleChatBatchJob" in d.message
+    assert d.figures.message is not None and "re-create the TeleChatBatchJob" in d.figures.message
 
 
 def test_spec_changed_after_start_is_said_not_applied() -> None:

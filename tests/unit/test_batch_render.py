@@ -26,7 +26,6 @@ from telechat_operator.config import OperatorConfig
 from telechat_operator.render import Owner
 from telechat_operator.render.engine_vllm import CHAT_TEMPLATE_FILE, CONFIG_FILE, GENERATION_CONFIG_FILE
 from telechat_operator.render.names import child_names
-from telechat_operator.resolve import effective
 from telechat_operator.validation import SpecError
 from telechat_operator.yamlio import dump_all
 
@@ -66,15 +65,15 @@ FULL: dict[str, Any] = {
 
 
 def merged(**changes: Any) -> dict[str, Any]:
-    spec = json.loads(json.dumps(BASE))
+    spec: dict[str, Any] = json.loads(json.dumps(BASE))
     spec.update(changes)
     return spec
 
 
 def render(spec: dict[str, Any], owner: Owner = OWNER) -> dict[str, dict[str, Any]]:
     config = OperatorConfig()
-    parsed, _ = check_batch(spec, config)
-    return {o["kind"]: o for o in render_batch(parsed, effective(parsed, config), owner).objects}
+    checked = check_batch(spec, config)
+    return {o["kind"]: o for o in render_batch(checked.spec, checked.effective, owner).objects}
 
 
 def pod_spec(objs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -300,13 +299,13 @@ def test_names_never_collide_with_a_telechatdeployment() -> None:
 
 def test_rendering_is_deterministic_and_the_spec_hash_follows_the_spec() -> None:
     config = OperatorConfig()
-    parsed, _ = check_batch(FULL, config)
-    first = render_batch(parsed, effective(parsed, config), OWNER)
-    second = render_batch(parsed, effective(parsed, config), OWNER)
+    checked = check_batch(FULL, config)
+    first = render_batch(checked.spec, checked.effective, OWNER)
+    second = render_batch(checked.spec, checked.effective, OWNER)
     assert json.dumps(first.objects, sort_keys=True) == json.dumps(second.objects, sort_keys=True)
     assert first.objects[-1]["metadata"]["annotations"] == {c.ANNOTATION_SPEC_HASH: first.spec_hash}
-    changed, _ = check_batch({**FULL, "backoffLimit": 4}, config)
-    assert render_batch(changed, effective(changed, config), OWNER).spec_hash != first.spec_hash
+    changed = check_batch({**FULL, "backoffLimit": 4}, config)
+    assert render_batch(changed.spec, changed.effective, OWNER).spec_hash != first.spec_hash
     template = first.objects[-1]["spec"]["template"]
     assert template["metadata"]["annotations"] == {c.ANNOTATION_CONFIG_HASH: first.config_hash}
 

@@ -332,7 +332,7 @@ def test_webhook_certificate_is_signed_by_the_ca_bundle_and_names_the_service() 
 
 def test_webhook_paths_are_the_operators_validation_handlers() -> None:
     """Each webhook of the chart calls a kopf validation handler that exists, for the right resource."""
-    from telechat_operator.handlers import Runtime, WebhookOptions, build_registry
+    from telechat_operator.process import Runtime, WebhookOptions, build_registry
 
     registry = build_registry(Runtime(config=OperatorConfig(), webhook=WebhookOptions(mode="server")))
     handlers = {

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from telechat_operator import crdgen
 from telechat_operator.api.spec import TeleChatDeploymentSpec
-from telechat_operator.validation import SpecError, parse_spec
+from telechat_operator.validation import SpecError, parse_as
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "telechat.ai_telechatdeployments.yaml"
@@ -21,7 +21,8 @@ CRD_FILE = ROOT / "crds" / "telechat.ai_telechatdeployments.yaml"
 
 def crd_spec_schema() -> dict[str, Any]:
     crd = yaml.safe_load(CRD_FILE.read_text())
-    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return schema
 
 
 def test_committed_crds_are_current() -> None:
@@ -111,7 +112,7 @@ def test_schema_and_pydantic_agree(sample: dict[str, Any]) -> None:
     validator = jsonschema.Draft4Validator(_openapi_to_jsonschema(crd_spec_schema()))
     schema_ok = validator.is_valid(sample)
     try:
-        parse_spec(sample)
+        parse_as(TeleChatDeploymentSpec, sample)
         pydantic_ok = True
     except SpecError:
         pydantic_ok = False

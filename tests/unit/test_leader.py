@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from telechat_operator.controller.gate import LeaderGate
+from telechat_operator.controller.leader import LeaderElector, LeaseOptions
 from telechat_operator.controller.workqueue import WorkQueue
 from telechat_operator.kube import ApiError
-from telechat_operator.leader import LeaderElector, LeaseOptions, gate_work_queues
 
 NS, NAME = "ops", "telechat-operator"
 PATH = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{NAME}"
@@ -205,8 +206,7 @@ def test_gated_work_queues_wait_for_leadership() -> None:
 
     async def scenario() -> None:
         opened = asyncio.Event()
-        gate_work_queues(lambda: allowed["now"], opened)
-        queue = WorkQueue()
+        queue = WorkQueue(gate=LeaderGate(lambda: allowed["now"], opened))
 
         async def process(key: Any) -> None:
             processed.append(key)
@@ -224,9 +224,4 @@ def test_gated_work_queues_wait_for_leadership() -> None:
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
 
-    original = WorkQueue.run_worker
-    try:
-        run(scenario())
-    finally:
-        WorkQueue.run_worker = original  # type: ignore[method-assign]
-        del WorkQueue._leader_gated  # type: ignore[attr-defined]
+    run(scenario())

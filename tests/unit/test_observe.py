@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from telechat_operator.controller.conditions import Cond, merge_conditions, transitions
-from telechat_operator.controller.observe import Observation, derive
+from telechat_operator.controller.status import Derived
+from telechat_operator.deployment.observe import Observation, Replicas, derive
 
 
 def deployment(
@@ -22,14 +23,13 @@ def deployment(
     }
 
 
-def conds(result: tuple[str, list[Cond], int, int]) -> dict[str, Cond]:
-    return {c.type: c for c in result[1]}
+def conds(result: Derived[Replicas]) -> dict[str, Cond]:
+    return {c.type: c for c in result.conditions}
 
 
 def test_ready_when_rollout_complete_and_pods_ready() -> None:
-    phase, _, pods, ready = result = derive(
-        Observation(generation=1, desired_replicas=1, deployment=deployment(), pods=[])
-    )
+    result = derive(Observation(generation=1, desired_replicas=1, deployment=deployment(), pods=[]))
+    phase, pods, ready = result.phase, result.figures.pods, result.figures.ready
     assert (phase, pods, ready) == ("Ready", 1, 1)
     assert conds(result)["Ready"].status == "True"
     assert conds(result)["Progressing"].status == "False"
@@ -37,7 +37,7 @@ def test_ready_when_rollout_complete_and_pods_ready() -> None:
 
 def test_loading_until_ready() -> None:
     result = derive(Observation(generation=1, desired_replicas=1, deployment=deployment(ready=0), pods=[]))
-    assert result[0] == "Loading"
+    assert result.phase == "Loading"
     assert conds(result)["Ready"].status == "False"
     assert conds(result)["Progressing"].reason == "ModelLoading"
 
@@ -76,7 +76,7 @@ def test_unschedulable_pod_explains_gpu_shortage() -> None:
     )
     result = derive(obs)
     c = conds(result)
-    assert result[0] == "Pending"
+    assert result.phase == "Pending"
     assert c["Ready"].reason == "Unschedulable" and c["Degraded"].status == "True"
     assert "Insufficient nvidia.com/gpu" in c["Degraded"].message
     assert "largest node offers 8" in c["Degraded"].message
@@ -101,7 +101,7 @@ def test_crash_loop_surfaces_vllm_message() -> None:
     }
     result = derive(Observation(generation=1, desired_replicas=1, deployment=deployment(ready=0), pods=[pod]))
     c = conds(result)
-    assert result[0] == "Degraded" and c["Degraded"].reason == "CrashLoopBackOff"
+    assert result.phase == "Degraded" and c["Degraded"].reason == "CrashLoopBackOff"
     assert "rope_scaling factor must be > 1" in c["Ready"].message
 
 
@@ -111,7 +111,7 @@ def test_invalid_spec_keeps_previous_serving_and_says_so() -> None:
     )
     result = derive(obs)
     c = conds(result)
-    assert result[0] == "Invalid" and c["SpecValid"].status == "False"
+    assert result.phase == "Invalid" and c["SpecValid"].status == "False"
     assert "previous configuration keeps serving" in c["Ready"].message
 
 

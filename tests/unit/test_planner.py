@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from telechat_operator import planner
-from telechat_operator.catalog import resolve_model
+from telechat_operator.api.spec import TeleChatDeploymentSpec
+from telechat_operator.catalog import ModelShape, resolve_model
+from telechat_operator.config import OperatorConfig
+from telechat_operator.resolve import effective
+from telechat_operator.validation import Verdict, parse_as, validate
 
 GIB = planner.GIB
 
 
-def shape(name: str) -> planner.ModelShape:
+def shape(name: str) -> ModelShape:
     found = resolve_model(name).shape
     assert found is not None
     return found
@@ -119,14 +125,17 @@ def _big_spec(**engine: object) -> dict[str, object]:
     }
 
 
-def test_admission_refuses_a_kv_cache_that_cannot_hold_one_request() -> None:
-    from telechat_operator.validation import parse_spec, validate
+def _verdict(raw: dict[str, Any]) -> Verdict:
+    spec = parse_as(TeleChatDeploymentSpec, raw)
+    return validate(spec, effective(spec, OperatorConfig()))
 
+
+def test_admission_refuses_a_kv_cache_that_cannot_hold_one_request() -> None:
     # The weights fit 4 x 80 GB at 0.72, but what is left holds fewer than 24576 tokens per GPU.
-    verdict = validate(parse_spec(_big_spec(gpuMemoryUtilization=0.72)))
+    verdict = _verdict(_big_spec(gpuMemoryUtilization=0.72))
     [error] = [e for e in verdict.errors if "KV cache" in e]
     assert "GiB weights" in error and "tokens" in error and "tensorParallelSize 8 would hold" in error
-    assert validate(parse_spec(_big_spec())).ok
+    assert _verdict(_big_spec()).ok
 
 
 def test_admission_reads_the_batch_budget_from_extra_args() -> None:
@@ -137,9 +146,7 @@ def test_admission_reads_the_batch_budget_from_extra_args() -> None:
 
 
 def test_unknown_gpu_product_is_a_warning() -> None:
-    from telechat_operator.validation import parse_spec, validate
-
     spec = _big_spec()
     spec["resources"] = {"gpuProduct": "ACME-Accelerator"}
-    verdict = validate(parse_spec(spec))
+    verdict = _verdict(spec)
     assert verdict.ok and any("ACME-Accelerator is unknown" in w for w in verdict.warnings)

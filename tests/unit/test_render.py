@@ -13,10 +13,10 @@ import yaml
 from telechat_operator.api import constants as c
 from telechat_operator.cli import render_documents
 from telechat_operator.config import OperatorConfig
-from telechat_operator.render import Owner, render_deployment_set
+from telechat_operator.deployment.reconciler import check_deployment
+from telechat_operator.deployment.render import render_deployment_set
+from telechat_operator.render import Owner
 from telechat_operator.render.engine_vllm import CHAT_TEMPLATE_FILE, CONFIG_FILE, GENERATION_CONFIG_FILE
-from telechat_operator.resolve import effective
-from telechat_operator.validation import check
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -26,17 +26,19 @@ OWNER = Owner(c.API_VERSION, c.KIND, "demo", "ns1", uid="1234")
 
 def render(spec: dict[str, Any], config: OperatorConfig | None = None) -> dict[str, dict[str, Any]]:
     cfg = config or OperatorConfig()
-    parsed, _ = check(spec, cfg)
-    objs = render_deployment_set(parsed, effective(parsed, cfg), OWNER).objects
+    checked = check_deployment(spec, cfg)
+    objs = render_deployment_set(checked.spec, checked.effective, OWNER).objects
     return {o["kind"]: o for o in objs}
 
 
 def container(objs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    found: dict[str, Any] = objs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    return found
 
 
 def vllm_yaml(objs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return yaml.safe_load(objs["ConfigMap"]["data"][CONFIG_FILE])
+    loaded: dict[str, Any] = yaml.safe_load(objs["ConfigMap"]["data"][CONFIG_FILE])
+    return loaded
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)

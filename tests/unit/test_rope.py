@@ -10,6 +10,7 @@ import pytest
 from telechat_operator.api.spec import TeleChatDeploymentSpec
 from telechat_operator.catalog import MODELS
 from telechat_operator.config import OperatorConfig
+from telechat_operator.deployment.reconciler import check_deployment as check
 from telechat_operator.resolve import effective
 from telechat_operator.rope import (
     image_vllm_version,
@@ -19,7 +20,7 @@ from telechat_operator.rope import (
     telechat_ntk_alpha,
     vllm_length_limit,
 )
-from telechat_operator.validation import SpecError, Verdict, _check_context, check
+from telechat_operator.validation import SpecError, Verdict, _check_context
 
 
 def _spec(model: str, **engine: Any) -> dict[str, Any]:
@@ -143,9 +144,9 @@ def test_vllm_version_from_image(image: str, version: tuple[int, int] | None) ->
 
 def test_unknown_vllm_version_is_a_warning_not_a_refusal() -> None:
     raw = _spec("Tele-AI/TeleChat2-115B", maxModelLen=24576, ropeScaling={"type": "dynamic", "factor": 3.0})
-    _, verdict = check(raw)
+    verdict = check(raw)
     assert not any("rotary code" in w for w in verdict.warnings)
     raw["engine"]["image"] = "registry.local/vllm-openai:latest"
-    _, verdict = check(raw)
+    verdict = check(raw)
     assert any("rotary code the operator knows" in w for w in verdict.warnings)
     assert not rotary_code_verified("vllm/vllm-openai:v0.40.0")

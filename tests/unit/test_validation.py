@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from telechat_operator.validation import SpecError, check
+from telechat_operator.deployment.reconciler import check_deployment as check
+from telechat_operator.validation import SpecError
 
 M115 = {"name": "Tele-AI/TeleChat2-115B"}
 M7 = {"name": "Tele-AI/TeleChat2-7B"}
@@ -118,6 +119,6 @@ def test_good_specs_pass(case: str, spec: dict[str, Any]) -> None:
 
 
 def test_warnings_are_not_errors() -> None:
-    _, verdict = check({"model": M115, "engine": {"dtype": "float32", "tensorParallelSize": 8}})
+    verdict = check({"model": M115, "engine": {"dtype": "float32", "tensorParallelSize": 8}})
     assert any("float32" in w for w in verdict.warnings)
     assert any("cache" in w for w in verdict.warnings)

@@ -23,8 +23,6 @@ LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
-LABEL_VERSION = "app.kubernetes.io/version"
-LABEL_OWNER_KIND = f"{GROUP}/owner-kind"
 
 APP_NAME = "telechat"
 

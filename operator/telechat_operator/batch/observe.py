@@ -12,10 +12,11 @@ from typing import Any
 
 from ..api.status import PROGRESSING, SPEC_VALID
 from ..controller.conditions import Cond
-from ..controller.observe import _pod_problems
+from ..controller.pods import pod_problems
+from ..controller.status import Derived
 from ..render.pod import CONTAINER_NAME
 from .runner import ShardSummary, parse_summary
-from .status import COMPLETE, FAILED, TERMINAL_PHASES
+from .status import COMPLETE, FAILED, TERMINAL_PHASES, BatchFigures
 
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
@@ -35,18 +36,6 @@ class BatchObservation:
     apply_error: str | None = None
     # The Job was rendered from another spec than the current one (a Job's template cannot change).
     spec_changed: bool = False
-
-
-@dataclass
-class Derived:
-    phase: str
-    conditions: list[Cond]
-    requests: dict[str, int] = field(default_factory=dict)
-    progress: str | None = None
-    pods: dict[str, int] = field(default_factory=dict)
-    start_time: str | None = None
-    completion_time: str | None = None
-    message: str | None = None
 
 
 def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
@@ -122,113 +111,110 @@ def _spec_valid(obs: BatchObservation) -> Cond:
     return Cond(SPEC_VALID, "True", "Valid", "; ".join(obs.notes))
 
 
-def derive(obs: BatchObservation) -> Derived:
+def _not_started(obs: BatchObservation, valid: Cond, figures: BatchFigures) -> Derived[BatchFigures]:
+    """No Job: never created yet, or gone before the operator saw it finish."""
     prev = obs.previous
-    job = obs.job
-    summaries = shard_summaries(obs.pods)
-    requests, progress = count_requests(summaries, obs.total)
-    valid = _spec_valid(obs)
-
-    if job is None:
-        if prev.get("jobUid"):
-            # Deleted by hand, or by its TTL before the operator saw it finish: never run the batch twice.
-            message = (
-                f"the Job {prev.get('jobName')} was deleted before the operator saw it finish; re-create the "
-                "TeleChatBatchJob to run the batch again"
-            )
-            return Derived(
-                "Failed",
-                [
-                    valid,
-                    Cond(PROGRESSING, "False", "JobDeleted", message),
-                    Cond(COMPLETE, "False", "JobDeleted", message),
-                    Cond(FAILED, "True", "JobDeleted", message),
-                ],
-                requests=requests,
-                progress=progress,
-                message=message,
-            )
-        if obs.spec_errors:
-            return Derived(
-                "Invalid",
-                [
-                    valid,
-                    Cond(
-                        PROGRESSING,
-                        "False",
-                        obs.spec_error_reason,
-                        "waiting for a valid spec, input and output",
-                    ),
-                    Cond(COMPLETE, "False", obs.spec_error_reason, "not started"),
-                    Cond(FAILED, "False", obs.spec_error_reason, "not started"),
-                ],
-                requests=requests,
-                progress=progress,
-            )
-        reason, message = (
-            ("ApplyFailed", obs.apply_error) if obs.apply_error else ("Creating", "creating the Job")
+    if prev.get("jobUid"):
+        # Deleted by hand, or by its TTL before the operator saw it finish: never run the batch twice.
+        message = (
+            f"the Job {prev.get('jobName')} was deleted before the operator saw it finish; re-create the "
+            "TeleChatBatchJob to run the batch again"
         )
+        figures.message = message
         return Derived(
-            "Pending",
+            "Failed",
             [
                 valid,
-                Cond(PROGRESSING, "True", reason, message),
+                Cond(PROGRESSING, "False", "JobDeleted", message),
+                Cond(COMPLETE, "False", "JobDeleted", message),
+                Cond(FAILED, "True", "JobDeleted", message),
+            ],
+            figures,
+        )
+    if obs.spec_errors:
+        reason = obs.spec_error_reason
+        return Derived(
+            "Invalid",
+            [
+                valid,
+                Cond(PROGRESSING, "False", reason, "waiting for a valid spec, input and output"),
                 Cond(COMPLETE, "False", reason, "not started"),
                 Cond(FAILED, "False", reason, "not started"),
             ],
-            requests=requests,
-            progress=progress,
+            figures,
         )
+    reason, message = (
+        ("ApplyFailed", obs.apply_error) if obs.apply_error else ("Creating", "creating the Job")
+    )
+    return Derived(
+        "Pending",
+        [
+            valid,
+            Cond(PROGRESSING, "True", reason, message),
+            Cond(COMPLETE, "False", reason, "not started"),
+            Cond(FAILED, "False", reason, "not started"),
+        ],
+        figures,
+    )
 
+
+def _succeeded(
+    obs: BatchObservation, job: dict[str, Any], complete: dict[str, Any], valid: Cond, figures: BatchFigures
+) -> Derived[BatchFigures]:
+    requests = figures.requests
     status = job.get("status") or {}
-    pods = {k: int(status.get(k) or 0) for k in ("active", "succeeded", "failed")}
-    start = status.get("startTime")
     shards = int((job.get("spec") or {}).get("completions") or 1)
     where = f" Results: {obs.output}." if obs.output else ""
-    derived = Derived("Running", [], requests=requests, progress=progress, pods=pods, start_time=start)
-
-    complete = _job_condition(job, "Complete")
-    failed = _job_condition(job, "Failed")
-    if complete is not None:
-        if "succeeded" in requests:
-            done = f"{requests['succeeded']} of {requests.get('total', '?')} requests answered"
-            if requests.get("failed"):
-                done += f", {requests['failed']} with an error line"
-        else:
-            # Finished pods said nothing the operator could read (deleted early, or not our runner).
-            done = "the Job completed; its pods reported no request counts"
-            derived.progress = f"?/{requests['total']}" if "total" in requests else None
-        derived.phase = "Succeeded"
-        derived.completion_time = status.get("completionTime") or complete.get("lastTransitionTime")
-        derived.conditions = [
+    if "succeeded" in requests:
+        done = f"{requests['succeeded']} of {requests.get('total', '?')} requests answered"
+        if requests.get("failed"):
+            done += f", {requests['failed']} with an error line"
+    else:
+        # Finished pods said nothing the operator could read (deleted early, or not our runner).
+        done = "the Job completed; its pods reported no request counts"
+        figures.progress = f"?/{requests['total']}" if "total" in requests else None
+    figures.completion_time = status.get("completionTime") or complete.get("lastTransitionTime")
+    return Derived(
+        "Succeeded",
+        [
             valid,
             Cond(PROGRESSING, "False", "Succeeded", f"all {shards} shard(s) finished"),
             Cond(COMPLETE, "True", "Succeeded", f"{done}.{where}"),
             Cond(FAILED, "False", "Succeeded", ""),
-        ]
-        return derived
-    if failed is not None:
-        reason = str(failed.get("reason") or "JobFailed")
-        detail = latest_failure(obs.pods) or str(failed.get("message") or reason)
-        message = (
-            f"{failed.get('message') or reason}: {detail}" if detail != failed.get("message") else detail
-        )
-        derived.phase = "Failed"
-        derived.completion_time = failed.get("lastTransitionTime")
-        derived.message = message[:8000]
-        derived.conditions = [
+        ],
+        figures,
+    )
+
+
+def _failed(
+    obs: BatchObservation, failed: dict[str, Any], valid: Cond, figures: BatchFigures
+) -> Derived[BatchFigures]:
+    reason = str(failed.get("reason") or "JobFailed")
+    detail = latest_failure(obs.pods) or str(failed.get("message") or reason)
+    message = f"{failed.get('message') or reason}: {detail}" if detail != failed.get("message") else detail
+    figures.completion_time = failed.get("lastTransitionTime")
+    figures.message = message[:8000]
+    return Derived(
+        "Failed",
+        [
             valid,
             Cond(PROGRESSING, "False", reason, "the Job failed"),
             Cond(COMPLETE, "False", reason, "the Job failed"),
-            Cond(FAILED, "True", reason, derived.message),
-        ]
-        return derived
+            Cond(FAILED, "True", reason, figures.message),
+        ],
+        figures,
+    )
 
+
+def _running(
+    obs: BatchObservation, job: dict[str, Any], valid: Cond, figures: BatchFigures
+) -> Derived[BatchFigures]:
+    pods = figures.pods
+    shards = int((job.get("spec") or {}).get("completions") or 1)
     running = any((p.get("status") or {}).get("phase") == "Running" for p in obs.pods)
-    derived.phase = "Running" if running else "Pending"
     reason = "Running" if running else "PodsPending"
     message = f"{pods['active']} of {shards} shard pod(s) active, {pods['succeeded']} finished"
-    problems = _pod_problems(obs.pods)
+    problems = pod_problems(obs.pods)
     if problems:
         reason = problems[0].reason
         message += ": " + "; ".join(p.message for p in problems[:5])
@@ -239,13 +225,35 @@ def derive(obs: BatchObservation) -> Derived:
             ". The spec changed after the Job started; the Job keeps the spec it started with (delete and "
             "re-create the TeleChatBatchJob to run the new one)"
         )
-    derived.conditions = [
-        valid,
-        Cond(PROGRESSING, "True", reason, message),
-        Cond(COMPLETE, "False", reason, "running" if running else "waiting for pods"),
-        Cond(FAILED, "False", reason, ""),
-    ]
-    return derived
+    return Derived(
+        "Running" if running else "Pending",
+        [
+            valid,
+            Cond(PROGRESSING, "True", reason, message),
+            Cond(COMPLETE, "False", reason, "running" if running else "waiting for pods"),
+            Cond(FAILED, "False", reason, ""),
+        ],
+        figures,
+    )
+
+
+def derive(obs: BatchObservation) -> Derived[BatchFigures]:
+    job = obs.job
+    requests, progress = count_requests(shard_summaries(obs.pods), obs.total)
+    figures = BatchFigures(requests=requests, progress=progress)
+    valid = _spec_valid(obs)
+    if job is None:
+        return _not_started(obs, valid, figures)
+    status = job.get("status") or {}
+    figures.pods = {k: int(status.get(k) or 0) for k in ("active", "succeeded", "failed")}
+    figures.start_time = status.get("startTime")
+    complete = _job_condition(job, "Complete")
+    if complete is not None:
+        return _succeeded(obs, job, complete, valid, figures)
+    failed = _job_condition(job, "Failed")
+    if failed is not None:
+        return _failed(obs, failed, valid, figures)
+    return _running(obs, job, valid, figures)
 
 
 def is_terminal(status: dict[str, Any]) -> bool:

@@ -12,16 +12,14 @@ from importlib import resources
 from typing import Any
 
 from ..api import constants as c
-from ..config import OperatorConfig
-from ..render.deployment_set import Owner, cache_claim, cache_pvc, object_metadata
 from ..render.engine_vllm import CONFIG_DIR, CONFIG_FILE, EngineFiles, config_files, vllm_options
 from ..render.hashing import content_hash
 from ..render.names import common_labels
+from ..render.objects import Owner, cache_claim, cache_pvc, configmap, object_metadata
 from ..render.pod import CONTAINER_NAME, PodInputs, render_pod_template
-from ..resolve import Effective, effective
+from ..resolve import Effective
 from .runner import EXIT_BAD_INPUT, EXIT_BAD_OUTPUT
 from .spec import TeleChatBatchJobSpec
-from .validation import check_batch
 
 COMPONENT = "batch"
 RUNNER_FILE = "batch_runner.py"
@@ -139,9 +137,9 @@ def _io_volumes(
 @dataclass(frozen=True)
 class RenderedBatch:
     objects: list[dict[str, Any]]
-    job_name: str
-    configmap_name: str
+    # Of the engine files: in the pod template's annotations.
     config_hash: str
+    # Of the engine files and the Job spec: a Job's template cannot change, so the reconciler compares it.
     spec_hash: str
 
 
@@ -150,12 +148,6 @@ def render_batch(spec: TeleChatBatchJobSpec, eff: Effective, owner: Owner) -> Re
     labels = common_labels(owner.name, COMPONENT, eff.model.model_id)
     engine = render_batch_engine(spec, eff)
     config_hash = content_hash(engine.files)
-    configmap = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": object_metadata(owner, names["configmap"], labels),
-        "data": engine.files,
-    }
     volumes, mounts = _io_volumes(spec)
     template = render_pod_template(
         PodInputs(
@@ -211,24 +203,9 @@ def render_batch(spec: TeleChatBatchJobSpec, eff: Effective, owner: Owner) -> Re
     job_meta["annotations"] = {c.ANNOTATION_SPEC_HASH: spec_hash}
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": job_spec}
 
-    objects: list[dict[str, Any]] = [configmap]
-    if spec.model.cache is not None and spec.model.cache.size is not None:
-        objects.append(cache_pvc(spec, owner, names["pvc"], labels))
+    objects: list[dict[str, Any]] = [configmap(owner, names["configmap"], labels, engine.files)]
+    pvc = cache_pvc(spec, owner, names["pvc"], labels)
+    if pvc is not None:
+        objects.append(pvc)
     objects.append(job)
-    return RenderedBatch(
-        objects=objects,
-        job_name=names["job"],
-        configmap_name=names["configmap"],
-        config_hash=config_hash,
-        spec_hash=spec_hash,
-    )
-
-
-def render_batch_document(
-    raw_spec: dict[str, Any] | None, name: str, ns: str, config: OperatorConfig, warnings: list[str]
-) -> list[dict[str, Any]]:
-    """`telechat-operator render` for a TeleChatBatchJob (no cluster: input and output are not checked)."""
-    spec, verdict = check_batch(raw_spec, config)
-    eff = effective(spec, config)
-    warnings.extend(f"{name}: {w}" for w in eff.notes + verdict.warnings)
-    return render_batch(spec, eff, Owner(c.API_VERSION, c.BATCH_KIND, name, ns)).objects
+    return RenderedBatch(objects=objects, config_hash=config_hash, spec_hash=spec_hash)

@@ -1,13 +1,19 @@
-"""Status of a TeleChatBatchJob: Job-style conditions, request counts, times and the output location."""
+"""Status of a TeleChatBatchJob: Job-style conditions, request counts, times and the output location.
+
+The typed model (the CRD's status schema is generated from it), the status the operator reports built as
+that model, and which condition transitions become Events.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from pydantic import Field
 
 from ..api.spec import SpecModel
 from ..api.status import PROGRESSING, SPEC_VALID, Condition
+from ..controller.status import Derived, carried, conditions_for
 
 # Condition types. Complete and Failed mean what they mean on a batch/v1 Job; Progressing is True while
 # the batch is waiting or running; SpecValid as on TeleChatDeployment (the spec, its Secrets, input and
@@ -62,3 +68,63 @@ class TeleChatBatchJobStatus(SpecModel):
     )
     gpus_per_pod: int | None = None
     gpus: int | None = Field(None, description="GPUs requested by all pods at once.")
+
+
+@dataclass
+class BatchFigures:
+    """What a batch reports besides its conditions: counts, times and why it failed."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    progress: str | None = None
+    pods: dict[str, int] = field(default_factory=dict)
+    start_time: str | None = None
+    completion_time: str | None = None
+    message: str | None = None
+
+
+# Fields that describe the spec; kept from the previous status while the spec is invalid.
+_SPEC_FIELDS = ("model_id", "served_model_name", "gpus_per_pod", "gpus", "output")
+
+
+def desired_status(
+    previous: dict[str, Any],
+    derived: Derived[BatchFigures],
+    generation: int | None,
+    job: dict[str, Any] | None,
+    spec_fields: dict[str, Any] | None,
+) -> TeleChatBatchJobStatus:
+    """``spec_fields`` (by Python name) describe a valid spec; None keeps the previous ones."""
+    figures = derived.figures
+    job_meta = (job or {}).get("metadata", {})
+    requests, progress = figures.requests or None, figures.progress
+    if not figures.requests and previous.get("requests") and job is not None:
+        # The pods that reported the counts are gone (deleted by hand): keep what was learned.
+        requests, progress = previous.get("requests"), previous.get("progress")
+    if spec_fields is None:
+        spec_fields = carried(previous, TeleChatBatchJobStatus, _SPEC_FIELDS)
+    return TeleChatBatchJobStatus(
+        observed_generation=generation,
+        phase=derived.phase,
+        conditions=conditions_for(previous, derived.conditions, generation),
+        requests=requests,
+        progress=progress,
+        pods=figures.pods or None,
+        job_name=job_meta.get("name") or previous.get("jobName"),
+        job_uid=job_meta.get("uid") or previous.get("jobUid"),
+        start_time=figures.start_time or previous.get("startTime"),
+        completion_time=figures.completion_time,
+        message=figures.message,
+        **spec_fields,
+    )
+
+
+def event_type(cond: dict[str, Any], before: tuple[str, str] | None) -> str | None:
+    """Transitions worth an Event: a refused spec or input, recovery from it, and how the batch ended."""
+    kind, status = cond["type"], cond["status"]
+    if (kind, status) in ((SPEC_VALID, "False"), (FAILED, "True")):
+        return "Warning"
+    if (kind, status) == (COMPLETE, "True"):
+        return "Normal"
+    if (kind, status) == (SPEC_VALID, "True") and before is not None and before[0] == "False":
+        return "Normal"
+    return None

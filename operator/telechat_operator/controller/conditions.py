@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -40,3 +41,7 @@ def transitions(previous: list[dict[str, Any]], current: list[dict[str, Any]]) -
     """Conditions whose status or reason changed (each becomes a Kubernetes Event)."""
     before = {c.get("type"): (c.get("status"), c.get("reason")) for c in previous or []}
     return [c for c in current if before.get(c["type"]) != (c["status"], c["reason"])]
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

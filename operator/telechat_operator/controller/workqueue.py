@@ -10,11 +10,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 
+from .gate import Gate, OpenGate
+
 log = logging.getLogger(__name__)
 
 
 class WorkQueue:
-    def __init__(self, *, base_delay: float = 0.5, max_delay: float = 60.0) -> None:
+    def __init__(self, *, base_delay: float = 0.5, max_delay: float = 60.0, gate: Gate | None = None) -> None:
         self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
         self._waiting: set[Hashable] = set()
         self._processing: set[Hashable] = set()
@@ -23,6 +25,7 @@ class WorkQueue:
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self.base_delay = base_delay
         self.max_delay = max_delay
+        self.gate: Gate = gate if gate is not None else OpenGate()
 
     def add(self, key: Hashable) -> None:
         if key in self._processing:
@@ -74,10 +77,12 @@ class WorkQueue:
         return len(self._waiting) + len(self._processing)
 
     async def run_worker(self, process: Callable[[Hashable], Awaitable[None]]) -> None:
-        """Process keys forever; an exception retries the key with exponential backoff."""
+        """Process keys forever, as the gate allows; an exception retries the key with exponential backoff."""
+        await self.gate.opened()
         while True:
             key = await self._get()
             try:
+                await self.gate.admit()
                 await process(key)
             except asyncio.CancelledError:
                 raise

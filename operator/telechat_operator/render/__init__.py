@@ -1,5 +1,8 @@
-"""Pure rendering: a TeleChatDeployment spec in, Kubernetes objects (plain dicts) out. No API calls."""
+"""Pure rendering shared by every kind: vLLM engine files, the pod template, names, labels, owner metadata.
 
-from .deployment_set import Owner, RenderedSet, render_deployment_set
+Each kind's own objects (a Deployment and Service, a Job) are rendered in its folder from these pieces.
+"""
 
-__all__ = ["Owner", "RenderedSet", "render_deployment_set"]
+from .objects import Owner
+
+__all__ = ["Owner"]

@@ -12,6 +12,9 @@ holder renews it every ``retry_period`` seconds. A leader that has not renewed w
 (shorter than the lease duration), or that finds another holder, exits the process at once: it cannot
 know whether someone else already reconciles, and Kubernetes restarts it as a candidate. On a clean
 shutdown the leader releases the Lease so that a standby takes over without waiting for it to expire.
+
+The work queues wait on a ``LeaderGate`` that asks ``LeaderElector.fresh`` before each key; the process
+root (``telechat_operator.process``) makes the gate and runs the election.
 """
 
 from __future__ import annotations
@@ -24,14 +27,13 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .controller.workqueue import WorkQueue
-from .kube import ApiError, Kube
+from ..kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
 
@@ -244,32 +246,7 @@ class LeaderElector:
             log.warning("leader election: could not release lease %s: %s", self.options.name, exc)
 
 
-def gate_work_queues(may_process: Callable[[], bool], opened: asyncio.Event) -> None:
-    """Make every work queue of this process wait for leadership before it processes a key.
-
-    Each controller (TeleChatDeployment, TeleChatBatchJob, ...) makes its own WorkQueue, and all of the
-    operator's writes happen in their workers; gating the class covers controllers added later too. Keys
-    added while standing by wait in their queues (deduplicated as usual), so a new leader reconciles every
-    resource it heard of. ``may_process`` is asked before each key (LeaderElector.fresh).
-    """
-    if getattr(WorkQueue, "_leader_gated", False):
-        return
-    original = WorkQueue.run_worker
-
-    async def run_worker(self: WorkQueue, process: Callable[[Hashable], Awaitable[None]]) -> None:
-        async def guarded(key: Hashable) -> None:
-            while not may_process():
-                await asyncio.sleep(0.1)
-            await process(key)
-
-        await opened.wait()
-        await original(self, guarded)
-
-    WorkQueue.run_worker = run_worker  # type: ignore[method-assign]
-    WorkQueue._leader_gated = True  # type: ignore[attr-defined]
-
-
-# --- command line and kopf wiring ----------------------------------------------------------------------
+# --- command line -----------------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -310,43 +287,3 @@ def options_from_args(args: argparse.Namespace) -> LeaseOptions:
         renew_deadline=args.leader_elect_renew_deadline,
         retry_period=args.leader_elect_retry_period,
     )
-
-
-def install(registry: Any, options: LeaseOptions) -> None:
-    """Register startup/cleanup activities that run the election, and gate the work queues on it."""
-    import kopf
-
-    state: dict[str, Any] = {}
-    leading = asyncio.Event()
-
-    def may_process() -> bool:
-        elector: LeaderElector | None = state.get("elector")
-        return elector is not None and elector.fresh()
-
-    # Now, before kopf starts: the controllers' startup activities create their workers before ours runs.
-    gate_work_queues(may_process, leading)
-
-    @kopf.on.startup(id="leader-election", registry=registry)
-    async def start_election(**_: Any) -> None:
-        kube = await Kube.connect()
-        elector = LeaderElector(kube, options)
-
-        async def elect() -> None:
-            await elector.acquire()
-            leading.set()
-            await elector.renew()
-
-        state.update(kube=kube, elector=elector, task=asyncio.create_task(elect()))
-
-    @kopf.on.cleanup(id="leader-release", registry=registry)
-    async def stop_election(**_: Any) -> None:
-        task: asyncio.Task[None] | None = state.get("task")
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        elector: LeaderElector | None = state.get("elector")
-        if elector is not None:
-            await elector.release()
-        kube: Kube | None = state.get("kube")
-        if kube is not None:
-            await kube.close()

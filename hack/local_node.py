@@ -1,19 +1,23 @@
-"""A minimal kubelet for one node: runs the pods bound to it as local processes, with their real command.
+"""One local node: plays the kubelet for a Node and runs the pods bound to it as local processes.
 
-The end-to-end tests and the demo have no container runtime and no GPU, but they must run the exact
-command, arguments, environment and mounted ConfigMap files the operator rendered. This plays the kubelet
-for a Node named by the caller:
+The one kubelet stand-in of the tree: the demo, the end-to-end suites and the vLLM overhead benchmark use
+it. They have no container runtime and no GPU, but they must run the exact command, arguments,
+environment and mounted ConfigMap files the operator rendered:
 
-- volumes become local folders: a ConfigMap's keys are written as files, an emptyDir is a fresh folder, a
-  PersistentVolumeClaim is the hostPath of the PersistentVolume bound to it;
+- volumes become local folders: a ConfigMap's keys (or its ``items``) are written as files, an emptyDir
+  is a fresh folder, a PersistentVolumeClaim is the hostPath of the PersistentVolume bound to it;
 - the image becomes a local Python environment (``python3`` in the command resolves to it) plus the
-  environment variables a CPU image would set (``image_env``);
-- container paths in arguments, environment values and ConfigMap files are rewritten to those folders,
-  and vLLM is told to listen on loopback on a free port instead of 0.0.0.0:8000 (pods have their own
-  network namespace; this machine does not). Every rewrite is recorded in ``PodRun.substitutions``;
-- the pod's own startup and readiness probes decide readiness, which is written to the pod's status like
-  a kubelet does; when the process exits, its last log lines become the termination message
-  (terminationMessagePolicy: FallbackToLogsOnError) and the container shows CrashLoopBackOff.
+  environment variables a CPU image would set (``image_env``, by default ``CPU_IMAGE_ENV``);
+- container paths in arguments, environment values and ConfigMap files are rewritten to those folders
+  (a Job pod's ``/dev/termination-log`` too). Every rewrite is recorded in ``PodRun.substitutions``;
+- serving pods (restartPolicy Always): vLLM is told to listen on loopback on a free port instead of
+  0.0.0.0:8000 (pods have their own network namespace; this machine does not); the pod's own startup and
+  readiness probes decide readiness, written to the pod's status like a kubelet does; when the process
+  exits, its last log lines become the termination message (FallbackToLogsOnError) and the container
+  shows CrashLoopBackOff;
+- Job pods (restartPolicy Never): the process runs to its end; the pod becomes Succeeded or Failed with
+  the exit code and the termination message (the file the container wrote, else its last log lines),
+  which is what the Job controller and the operator read.
 
 Processes are started in their own session and stopped by pid (SIGTERM, then SIGKILL).
 """
@@ -39,6 +43,19 @@ from kubernetes import client, watch
 
 TERMINATION_LOG_LINES = 80
 TERMINATION_LOG_BYTES = 4096
+TERMINATION_LOG = "/dev/termination-log"
+# What a vLLM CPU image would set; the node adds these to the container's own environment.
+CPU_IMAGE_ENV = {
+    "VLLM_TARGET_DEVICE": "cpu",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def _runs_to_completion(pod: dict[str, Any]) -> bool:
+    """A Job's pod (restartPolicy Never or OnFailure) runs to its end; a serving pod is probed."""
+    return bool(pod["spec"].get("restartPolicy", "Always") != "Always")
 
 
 def _now() -> str:
@@ -67,6 +84,11 @@ class PodRun:
     log_path: Path | None = None
     ready: bool = False
     exit_code: int | None = None
+    # A Job pod's termination message, and how long its process ran.
+    message: str = ""
+    seconds: float = 0.0
+    # Set when a Job pod's process ended and its final status was written.
+    finished: threading.Event = field(default_factory=threading.Event)
     # time.monotonic() when the process started and when its readiness probe first passed (benchmarks).
     started_at: float | None = None
     ready_at: float | None = None
@@ -83,8 +105,12 @@ class PodRun:
         tail = "\n".join(text.splitlines()[-lines:])
         return tail[-TERMINATION_LOG_BYTES:]
 
+    @property
+    def termination_log(self) -> Path:
+        return self.workdir / "termination-log"
 
-class LocalKubelet:
+
+class LocalNode:
     def __init__(
         self,
         api: client.ApiClient,
@@ -101,7 +127,7 @@ class LocalKubelet:
         self.node_name = node_name
         self.python = python
         self.workdir = workdir
-        self.image_env = dict(image_env or {})
+        self.image_env = dict(CPU_IMAGE_ENV if image_env is None else image_env)
         self.gpus = gpus
         self.labels = dict(labels or {})
         self.runs: dict[str, PodRun] = {}
@@ -120,7 +146,7 @@ class LocalKubelet:
                     "type": "Ready",
                     "status": "True",
                     "reason": "KubeletReady",
-                    "message": "local kubelet for end-to-end tests",
+                    "message": "local node for the demo and end-to-end tests",
                     "lastHeartbeatTime": _now(),
                     "lastTransitionTime": _now(),
                 }
@@ -142,7 +168,12 @@ class LocalKubelet:
 
     def register(self) -> None:
         labels = {"kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux", **self.labels}
-        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name, "labels": labels}}
+        # A plain dict body: the official client sends it as it is (its types name only its models).
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.node_name, "labels": labels},
+        }
         try:
             self.core.create_node(body)
         except client.ApiException as exc:
@@ -160,7 +191,7 @@ class LocalKubelet:
                     self.node_name, {"status": {"conditions": self._node_status()["conditions"]}}
                 )
                 renew = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-                lease = {
+                lease: Any = {
                     "metadata": {"name": self.node_name, "namespace": "kube-node-lease"},
                     "spec": {
                         "holderIdentity": self.node_name,
@@ -175,7 +206,7 @@ class LocalKubelet:
                         raise
                     self.coordination.create_namespaced_lease("kube-node-lease", lease)
             except Exception as exc:  # keep beating; a test failure will show elsewhere
-                print(f"[local-kubelet] heartbeat failed: {exc}", flush=True)
+                print(f"[local-node] heartbeat failed: {exc}", flush=True)
 
     def _spawn(self, target: Any, *args: Any) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, daemon=True)
@@ -209,7 +240,7 @@ class LocalKubelet:
                         self._spawn(self._start, run, self.core.api_client.sanitize_for_serialization(pod))
             except Exception as exc:
                 if not self._stop.is_set():
-                    print(f"[local-kubelet] watch failed, retrying: {exc}", flush=True)
+                    print(f"[local-node] watch failed, retrying: {exc}", flush=True)
                     time.sleep(1)
 
     def _volume_dirs(self, pod: dict[str, Any], run: PodRun) -> dict[str, Path]:
@@ -219,36 +250,50 @@ class LocalKubelet:
             name = volume["name"]
             local = run.workdir / "volumes" / name
             if "configMap" in volume:
-                cm = self.core.read_namespaced_config_map(volume["configMap"]["name"], ns)
+                ref = volume["configMap"]
+                data = self.core.read_namespaced_config_map(ref["name"], ns).data or {}
                 local.mkdir(parents=True, exist_ok=True)
-                for key, value in (cm.data or {}).items():
-                    (local / key).write_text(value)
+                for item in ref.get("items") or [{"key": k, "path": k} for k in data]:
+                    (local / item["path"]).write_text(data[item["key"]])
             elif "emptyDir" in volume:
                 if volume["emptyDir"].get("medium") == "Memory":
                     continue  # /dev/shm: the host's own
                 local.mkdir(parents=True, exist_ok=True)
             elif "persistentVolumeClaim" in volume:
-                claim = self.core.read_namespaced_persistent_volume_claim(
-                    volume["persistentVolumeClaim"]["claimName"], ns
+                claim = self._read(
+                    self.core.read_namespaced_persistent_volume_claim(
+                        volume["persistentVolumeClaim"]["claimName"], ns
+                    )
                 )
-                pv = self.core.read_persistent_volume(claim.spec.volume_name)
-                if pv.spec.host_path is None:
-                    raise RuntimeError(f"PV {pv.metadata.name} is not a hostPath volume")
-                local = Path(pv.spec.host_path.path)
+                pv = self._read(self.core.read_persistent_volume(claim["spec"]["volumeName"]))
+                if "hostPath" not in pv["spec"]:
+                    raise RuntimeError(f"PV {pv['metadata']['name']} is not a hostPath volume")
+                local = Path(pv["spec"]["hostPath"]["path"])
             elif "secret" in volume:
                 secret = self.core.read_namespaced_secret(volume["secret"]["secretName"], ns)
                 local.mkdir(parents=True, exist_ok=True)
                 for key, value in (secret.data or {}).items():
                     (local / key).write_bytes(base64.b64decode(value))
             else:
-                raise RuntimeError(f"volume {name}: type not supported by the local kubelet")
+                raise RuntimeError(f"volume {name}: type not supported by the local node")
             dirs[name] = local
         return dirs
 
-    def _env_value(self, ns: str, item: dict[str, Any]) -> str | None:
+    def _read(self, model: Any) -> dict[str, Any]:
+        """An object the official client read, as the plain dict the API server sent."""
+        found: dict[str, Any] = self.core.api_client.sanitize_for_serialization(model)
+        return found
+
+    def _env_value(self, pod: dict[str, Any], item: dict[str, Any]) -> str | None:
+        ns = pod["metadata"]["namespace"]
         if "value" in item:
             return str(item["value"])
         source = item.get("valueFrom") or {}
+        if "fieldRef" in source:
+            label = re.fullmatch(r"metadata\.labels\['(.+)'\]", source["fieldRef"]["fieldPath"])
+            if label is None:
+                raise RuntimeError(f"env {item['name']}: fieldRef not supported by the local node")
+            return str(pod["metadata"].get("labels", {}).get(label.group(1), ""))
         if "secretKeyRef" in source:
             ref = source["secretKeyRef"]
             secret = self.core.read_namespaced_secret(ref["name"], ns)
@@ -276,6 +321,9 @@ class LocalKubelet:
             for m in container.get("volumeMounts") or []
             if m["name"] in volume_dirs
         }
+        if _runs_to_completion(pod):
+            # A Job pod's runner reports in its termination message (a serving pod's vLLM writes none).
+            mounts[container.get("terminationMessagePath") or TERMINATION_LOG] = str(run.termination_log)
         # ConfigMap files may name other mounted paths (vllm.yaml names the chat template): rewrite them.
         for volume in pod["spec"].get("volumes") or []:
             if "configMap" in volume and volume["name"] in volume_dirs:
@@ -289,17 +337,18 @@ class LocalKubelet:
             run.substitutions[f"image {container['image']} ({command[0]})"] = self.python
             command[0] = self.python
         command = [self._rewrite(part, mounts) for part in command]
-        run.port = free_port()
-        # The pod would listen on 0.0.0.0:8000 in its own network namespace; here: loopback, a free port.
-        command += ["--host", "127.0.0.1", "--port", str(run.port)]
         run.substitutions.update({f"mount {k}": v for k, v in mounts.items()})
-        run.substitutions["listen 0.0.0.0:8000"] = f"127.0.0.1:{run.port}"
+        if not _runs_to_completion(pod):
+            run.port = free_port()
+            # The pod would listen on 0.0.0.0:8000 in its own network namespace; here: loopback, a free port.
+            command += ["--host", "127.0.0.1", "--port", str(run.port)]
+            run.substitutions["listen 0.0.0.0:8000"] = f"127.0.0.1:{run.port}"
         env = {
             "PATH": f"{Path(self.python).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             **self.image_env,
         }
         for item in container.get("env") or []:
-            value = self._env_value(pod["metadata"]["namespace"], item)
+            value = self._env_value(pod, item)
             if value is not None:
                 env[item["name"]] = self._rewrite(value, mounts)
         run.command, run.env = command, env
@@ -327,7 +376,31 @@ class LocalKubelet:
         run.started_at = time.monotonic()
         started = _now()
         self._patch_status(run, self._running_status(pod, started, ready=False))
-        self._probe_loop(run, pod, container, started)
+        if _runs_to_completion(pod):
+            self._wait_exit(run, pod, started)
+        else:
+            self._probe_loop(run, pod, container, started)
+
+    def _wait_exit(self, run: PodRun, pod: dict[str, Any], started: str) -> None:
+        """A Job pod: wait for the process, then report Succeeded or Failed as the kubelet does."""
+        assert run.process is not None and run.started_at is not None
+        while run.process.poll() is None and not run.stopping.is_set() and not self._stop.is_set():
+            time.sleep(0.5)
+        code = run.process.poll()
+        if code is None:  # stopped with the node or the pod
+            return
+        run.exit_code, run.seconds = code, time.monotonic() - run.started_at
+        written = run.termination_log.read_text() if run.termination_log.exists() else ""
+        run.message = written[-TERMINATION_LOG_BYTES:]
+        container = pod["spec"]["containers"][0]
+        if (
+            not run.message
+            and code != 0
+            and container.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        ):
+            run.message = run.log_tail()
+        self._patch_status(run, self._finished_status(pod, run, code, started))
+        run.finished.set()
 
     def _probe(self, run: PodRun, probe: dict[str, Any] | None) -> bool:
         if not probe:
@@ -439,6 +512,30 @@ class LocalKubelet:
         ]
         return status
 
+    def _finished_status(self, pod: dict[str, Any], run: PodRun, code: int, started: str) -> dict[str, Any]:
+        container = pod["spec"]["containers"][0]
+        status = self._base(pod, False)
+        status["phase"] = "Succeeded" if code == 0 else "Failed"
+        terminated = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "message": run.message,
+            "startedAt": started,
+            "finishedAt": _now(),
+        }
+        status["containerStatuses"] = [
+            {
+                "name": container["name"],
+                "image": container["image"],
+                "imageID": "",
+                "ready": False,
+                "started": False,
+                "restartCount": 0,
+                "state": {"terminated": terminated},
+            }
+        ]
+        return status
+
     def _waiting_status(self, pod: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
         container = pod["spec"]["containers"][0]
         status = self._base(pod, False)
@@ -460,7 +557,7 @@ class LocalKubelet:
             self.core.patch_namespaced_pod_status(run.name, run.namespace, {"status": status})
         except client.ApiException as exc:
             if exc.status != 404:
-                print(f"[local-kubelet] status of {run.namespace}/{run.name}: {exc}", flush=True)
+                print(f"[local-node] status of {run.namespace}/{run.name}: {exc}", flush=True)
 
     # --- stopping ---------------------------------------------------------------------------------
     @staticmethod
@@ -490,6 +587,31 @@ class LocalKubelet:
         except client.ApiException as exc:
             if exc.status not in (404, 409):
                 raise
+
+    def bound_pod(self, namespace: str) -> dict[str, Any] | None:
+        """A pod of ``namespace`` bound to this node (as the API server has it), if any."""
+        pods = self.core.list_namespaced_pod(
+            namespace, field_selector=f"spec.nodeName={self.node_name}"
+        ).items
+        found: dict[str, Any] | None = (
+            self.core.api_client.sanitize_for_serialization(pods[0]) if pods else None
+        )
+        return found
+
+    def finished(self, pod: dict[str, Any], timeout: float = 900) -> PodRun:
+        """Wait for a Job pod's process to end and its status to be written; its run."""
+        deadline = time.monotonic() + timeout
+        uid = pod["metadata"]["uid"]
+        while True:
+            with self._lock:
+                run = self.runs.get(uid)
+            if run is not None and run.finished.wait(timeout=0.5):
+                if run.exit_code != 0:
+                    print(run.log_text()[-6000:])
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pod {pod['metadata']['name']} did not finish within {timeout:.0f} s")
+            time.sleep(0.1 if run is not None else 0.5)
 
     def run_for(self, namespace: str, name_prefix: str) -> PodRun | None:
         with self._lock:
@@ -534,24 +656,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--gpus", type=int, default=1)
     parser.add_argument("--label", action="append", default=[], help="node label key=value (repeatable)")
-    parser.add_argument("--env", action="append", default=[], help="image environment KEY=VALUE (repeatable)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=None,
+        help="image environment KEY=VALUE (repeatable; default: the vLLM CPU image's, CPU_IMAGE_ENV)",
+    )
     args = parser.parse_args(argv)
 
     api = config.new_client_from_config(config_file=args.kubeconfig)
-    kubelet = LocalKubelet(
+    kubelet = LocalNode(
         api,
         args.node,
         args.python,
         args.workdir,
         gpus=args.gpus,
         labels=dict(item.split("=", 1) for item in args.label),
-        image_env=dict(item.split("=", 1) for item in args.env),
+        image_env=dict(item.split("=", 1) for item in args.env) if args.env is not None else None,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     kubelet.register()
-    print(f"[local-kubelet] node {args.node} registered; running its pods", flush=True)
+    print(f"[local-node] node {args.node} registered; running its pods", flush=True)
     while not stop.wait(1):
         for run in list(kubelet.runs.values()):
             (args.workdir / "endpoints").mkdir(parents=True, exist_ok=True)
@@ -559,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"http://127.0.0.1:{run.port}/v1\n"
             )
     kubelet.stop(delete_node=True)
-    print("[local-kubelet] stopped", flush=True)
+    print("[local-node] stopped", flush=True)
     return 0
 
 
