@@ -46,6 +46,9 @@ CUDA_GRAPH_BYTES = int(0.5 * GIB)
 # catalog's figure is the vendor's nominal size, which is GiB rather than GB for these parts.
 MEASURED_TOTAL_MIB = {"nvidia-h200": 143771}
 
+# vLLM's default --gpu-memory-utilization.
+VLLM_GPU_MEMORY_UTILIZATION = 0.92
+
 
 def gpu_total_bytes(product: str) -> int | None:
     """Memory of one GPU of ``product`` in bytes; None for a product the catalog does not know."""
@@ -196,7 +199,7 @@ def plan(
     tensor_parallel_size: int = 1,
     pipeline_parallel_size: int = 1,
     dtype: str = "auto",
-    gpu_memory_utilization: float = 0.92,
+    gpu_memory_utilization: float = VLLM_GPU_MEMORY_UTILIZATION,
     max_model_len: int | None = None,
     limits: EngineLimits | None = None,
     layers: int | None = None,

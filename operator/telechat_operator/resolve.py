@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from . import planner
 from .api.spec import ModelEngineSpec
 from .catalog import VLLM_ARCHITECTURE, ModelShape, ResolvedModel, resolve_model
 from .config import OperatorConfig
@@ -109,18 +110,47 @@ def _shared_memory(spec: ModelEngineSpec, gpus: int) -> str:
     return f"{1 + 2 * gpus}Gi"
 
 
+def _planned_tensor_parallel(
+    spec: ModelEngineSpec, shape: ModelShape, max_model_len: int | None
+) -> tuple[int, str] | None:
+    """With a known GPU product: the smallest valid size whose KV cache holds two full-length requests
+    (one would serve a single long conversation at a time; more is the user's call)."""
+    product = spec.resources.gpu_product
+    memory = planner.gpu_total_bytes(product) if product else None
+    if memory is None:
+        return None
+    found = planner.smallest_tensor_parallel_size(
+        shape,
+        memory,
+        min_requests=2.0,
+        pipeline_parallel_size=spec.engine.pipeline_parallel_size,
+        dtype=spec.engine.dtype,
+        gpu_memory_utilization=spec.engine.gpu_memory_utilization or planner.VLLM_GPU_MEMORY_UTILIZATION,
+        max_model_len=max_model_len,
+        limits=planner.limits_from_args(list(spec.engine.extra_args)),
+    )
+    if found is None:
+        return None
+    tp, plan = found
+    return tp, f"tensorParallelSize {tp} planned for {product}: {plan.describe()}"
+
+
 def effective(spec: ModelEngineSpec, config: OperatorConfig) -> Effective:
     model = resolve_model(spec.model.name)
     shape = model.shape
-    tp = spec.engine.tensor_parallel_size
-    if tp is None:
-        tp = shape.default_tensor_parallel_size if shape else 1
-    pp = spec.engine.pipeline_parallel_size
     notes: list[str] = []
     if model.rewritten_from:
         notes.append(f"model {model.rewritten_from!r} resolved to {model.model_id!r}")
-
     max_model_len = served_length(spec, shape)
+    tp = spec.engine.tensor_parallel_size
+    if tp is None:
+        tp = shape.default_tensor_parallel_size if shape else 1
+        planned = _planned_tensor_parallel(spec, shape, max_model_len) if shape else None
+        if planned is not None:
+            tp = planned[0]
+            notes.append(planned[1])
+    pp = spec.engine.pipeline_parallel_size
+
     rope = plan_rope(spec.engine.rope_scaling, shape, max_model_len)
     notes.extend(rope.notes)
 

@@ -28,7 +28,7 @@ OWNED_ENV = frozenset(
 )
 _FLAG = re.compile(r"^(--[A-Za-z0-9_-]+|-[A-Za-z]+)(=.*)?$")
 # Fraction of GPU memory vLLM takes by default.
-VLLM_DEFAULT_GPU_UTILIZATION = 0.92
+VLLM_DEFAULT_GPU_UTILIZATION = planner.VLLM_GPU_MEMORY_UTILIZATION
 
 SpecT = TypeVar("SpecT", bound=ModelEngineSpec)
 

@@ -150,3 +150,28 @@ def test_unknown_gpu_product_is_a_warning() -> None:
     spec["resources"] = {"gpuProduct": "ACME-Accelerator"}
     verdict = _verdict(spec)
     assert verdict.ok and any("ACME-Accelerator is unknown" in w for w in verdict.warnings)
+
+
+@pytest.mark.parametrize(
+    ("model", "product", "tp"),
+    [
+        ("Tele-AI/TeleChat2-7B", "NVIDIA-H100-80GB-HBM3", 1),
+        ("Tele-AI/TeleChat2-115B", "NVIDIA-H200", 2),
+        ("Tele-AI/TeleChat2-115B", "NVIDIA-H100-80GB-HBM3", 4),
+    ],
+)
+def test_tensor_parallel_default_is_planned_for_the_gpu_product(model: str, product: str, tp: int) -> None:
+    raw = {"model": {"name": model, "trustRemoteCode": True}, "engine": {"dtype": "bfloat16"}}
+    raw["resources"] = {"gpuProduct": product}
+    spec = parse_as(TeleChatDeploymentSpec, raw)
+    eff = effective(spec, OperatorConfig())
+    assert eff.tensor_parallel_size == tp
+    [note] = [n for n in eff.notes if "planned" in n]
+    assert note.startswith(f"tensorParallelSize {tp} planned for {product}") and "tokens" in note
+    assert _verdict(raw).ok
+
+
+def test_tensor_parallel_without_a_gpu_product_stays_the_catalog_default() -> None:
+    raw = {"model": {"name": "Tele-AI/TeleChat2-115B", "trustRemoteCode": True}}
+    eff = effective(parse_as(TeleChatDeploymentSpec, raw), OperatorConfig())
+    assert eff.tensor_parallel_size == 4 and not any("planned" in n for n in eff.notes)
