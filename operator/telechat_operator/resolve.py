@@ -93,12 +93,13 @@ def _startup_budget(spec: ModelEngineSpec, shape: ModelShape | None, config: Ope
     budgets = config.probe_budgets
     if shape is None:
         return budgets.unknown_model_seconds
+    loading = shape.weights_gb(spec.engine.dtype) * budgets.load_seconds_per_gb
     if spec.model.pvc is not None:
-        loaded_gb = shape.weights_gb(spec.engine.dtype)
-        seconds = budgets.load_base_seconds + loaded_gb * budgets.load_seconds_per_gb
+        seconds = budgets.load_base_seconds + loading
     else:
+        # A download is followed by the same load into GPU memory; leaving it out starved the 115B.
         stored_gb = shape.weights_gb("auto")
-        seconds = budgets.download_base_seconds + stored_gb * budgets.download_seconds_per_gb
+        seconds = budgets.download_base_seconds + stored_gb * budgets.download_seconds_per_gb + loading
     # Round up to whole minutes: readable in the pod spec and stable across small config changes.
     return int(math.ceil(seconds / 60.0) * 60)
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from telechat_operator.api import constants as c
+from telechat_operator.catalog import resolve_model
 from telechat_operator.cli import render_documents
 from telechat_operator.config import OperatorConfig
 from telechat_operator.deployment.reconciler import check_deployment
@@ -149,6 +150,12 @@ def test_probes_budget_follows_model_size_and_source() -> None:
     download_7b = startup({"model": {"name": "Tele-AI/TeleChat2-7B"}})
     pvc_115b = startup({"model": {"name": "Tele-AI/TeleChat2-115B", "pvc": {"claimName": "w"}}})
     assert download_115b > pvc_115b > download_7b >= 600
+    # A download is followed by the load into GPU memory: the budget holds both, not the download alone.
+    budgets = OperatorConfig().probe_budgets
+    shape = resolve_model("Tele-AI/TeleChat2-115B").shape
+    assert shape is not None
+    download_only = budgets.download_base_seconds + shape.weights_gb("auto") * budgets.download_seconds_per_gb
+    assert download_115b >= download_only + shape.weights_gb("auto") * budgets.load_seconds_per_gb
     assert (
         startup({"model": {"name": "Tele-AI/TeleChat2-7B"}, "probes": {"startupBudgetSeconds": 7200}}) == 7200
     )
