@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.helpers import ROOT, Cluster, wait_for
-from tests.operator_process import OperatorProcess
+from tests.operator_process import OperatorProcess, install_crds
 
 GITOPS = ROOT / "examples" / "gitops"
 DOC = ROOT / "docs" / "gitops.md"
@@ -96,6 +96,8 @@ def argocd_health(obj: dict[str, Any]) -> tuple[str, str]:
 @pytest.fixture
 def plain_namespace(cluster: Cluster) -> Iterator[str]:
     """A namespace no operator watches (the operator fixture watches t-*): nothing but the test writes."""
+    # Tests on this namespace run without the operator fixture, which is what installs the CRDs otherwise.
+    install_crds(cluster)
     name = f"gitops-{secrets.token_hex(3)}"
     cluster.kubectl("create", "namespace", name, check=True)
     try:
