@@ -70,6 +70,7 @@ def start_operator(
     webhook: bool = True,
     extra_env: dict[str, str] | None = None,
     name: str = "operator",
+    debug: bool = False,
 ) -> OperatorProcess:
     """Start `telechat-operator run` and wait until it serves its health endpoint (and webhook)."""
     install_crds(cluster)
@@ -93,6 +94,8 @@ def start_operator(
         "--webhook-port",
         str(webhook_port),
     ]
+    if debug:
+        args.append("--debug")  # kopf's debug level: every request and patch body is logged
     for ns in namespaces:
         args += ["-n", ns]
     env = dict(cluster.env)
