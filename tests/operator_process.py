@@ -69,6 +69,7 @@ def start_operator(
     resync: float = 5.0,
     webhook: bool = True,
     extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
     name: str = "operator",
 ) -> OperatorProcess:
     """Start `telechat-operator run` and wait until it serves its health endpoint (and webhook)."""
@@ -95,6 +96,7 @@ def start_operator(
     ]
     for ns in namespaces:
         args += ["-n", ns]
+    args += extra_args
     env = dict(cluster.env)
     env.update(extra_env or {})
     with log_path.open("wb") as log:
