@@ -69,6 +69,7 @@ def start_operator(
     resync: float = 5.0,
     webhook: bool = True,
     extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
     name: str = "operator",
     debug: bool = False,
 ) -> OperatorProcess:
@@ -98,6 +99,7 @@ def start_operator(
         args.append("--debug")  # kopf's debug level: every request and patch body is logged
     for ns in namespaces:
         args += ["-n", ns]
+    args += extra_args
     env = dict(cluster.env)
     env.update(extra_env or {})
     with log_path.open("wb") as log:

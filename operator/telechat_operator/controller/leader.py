@@ -69,6 +69,10 @@ def _lease_spec(lease: dict[str, Any]) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
+# How long a clean shutdown waits to hand the Lease over before leaving it to expire.
+RELEASE_TIMEOUT_S = 2.0
+
+
 def _exit_lost() -> None:
     logging.shutdown()
     sys.stderr.flush()
@@ -229,21 +233,35 @@ class LeaderElector:
         await self.renew()
 
     async def release(self) -> None:
-        """Give the Lease up (clean shutdown) so that a standby need not wait for it to expire."""
+        """Give the Lease up (clean shutdown) so that a standby need not wait for it to expire.
+
+        Best effort and bounded: this runs in kopf's cleanup, which kopf retries while it raises, so an
+        unreachable API server must neither raise nor block here (the Lease then expires on its own)."""
         if not self.leading.is_set():
             return
         self.leading.clear()
         try:
-            lease = await self.kube.request("GET", self._path)
-            spec = _lease_spec(lease)
-            if spec.get("holderIdentity") != self.options.identity:
-                return
-            now = _now_micro()
-            lease["spec"] = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": now}
-            await self.kube.request("PUT", self._path, body=lease)
-            log.info("leader election: %s released lease %s", self.options.identity, self.options.name)
-        except ApiError as exc:
-            log.warning("leader election: could not release lease %s: %s", self.options.name, exc)
+            await asyncio.wait_for(
+                self._give_up(), timeout=min(RELEASE_TIMEOUT_S, self.options.renew_deadline)
+            )
+        except Exception as exc:  # the client raises its own types for connection trouble
+            log.warning(
+                "leader election: could not release lease %s (%s: %s); it expires after %g s",
+                self.options.name,
+                type(exc).__name__,
+                exc,
+                self.options.lease_seconds,
+            )
+
+    async def _give_up(self) -> None:
+        lease = await self.kube.request("GET", self._path)
+        spec = _lease_spec(lease)
+        if spec.get("holderIdentity") != self.options.identity:
+            return
+        now = _now_micro()
+        lease["spec"] = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": now}
+        await self.kube.request("PUT", self._path, body=lease)
+        log.info("leader election: %s released lease %s", self.options.identity, self.options.name)
 
 
 # --- command line -----------------------------------------------------------------------------------
