@@ -96,7 +96,7 @@ def start_operator(
         str(webhook_port),
     ]
     if debug:
-        args.append("--debug")  # kopf's debug level: every request and patch body is logged
+        args.append("--debug")  # kopf and the operator at DEBUG (the leak scan reads this log)
     for ns in namespaces:
         args += ["-n", ns]
     args += extra_args
