@@ -37,6 +37,10 @@ class WebhookOptions:
     keyfile: str | None = None
 
 
+# Seconds from SIGTERM to exit at the latest.
+EXIT_TIMEOUT_S = 8.0
+
+
 @dataclass
 class Runtime:
     config: OperatorConfig
@@ -61,6 +65,9 @@ def _configure(settings: kopf.OperatorSettings, rt: Runtime) -> None:
     # Long-lived watches; the server closes them after this and kopf reconnects.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # kopf waits up to 10 min for a graceful exit; without an API server its own clean-up calls (the
+    # webhook configuration's patch) retry for about a minute. Exit well inside a pod's 30 s grace period.
+    settings.process.ultimate_exiting_timeout = EXIT_TIMEOUT_S
     settings.peering.name = "telechat-operator"
     settings.peering.mandatory = False
     settings.peering.clusterwide = not rt.config.namespaces

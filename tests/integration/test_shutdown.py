@@ -18,10 +18,11 @@ from tests.tcp_proxy import TcpProxy
 EXIT_WITHIN_S = 10.0
 
 
+@pytest.mark.parametrize("webhook", [False, True], ids=["no-webhook", "webhook"])
 @pytest.mark.parametrize("leader_elect", [False, True], ids=["standalone", "leader-elect"])
 @pytest.mark.parametrize("gone", ["refused", "partitioned"])
 def test_sigterm_with_the_api_server_gone_exits_promptly(
-    cluster: Cluster, gone: str, leader_elect: bool
+    cluster: Cluster, gone: str, leader_elect: bool, webhook: bool
 ) -> None:
     text = cluster.kubeconfig.read_text()
     match = re.search(r"server: https://127\.0\.0\.1:(\d+)", text)
@@ -32,7 +33,7 @@ def test_sigterm_with_the_api_server_gone_exits_promptly(
     lease = ("--leader-elect", f"--leader-elect-name=shutdown-{proxy.port}") if leader_elect else ()
     op = start_operator(
         cluster,
-        webhook=False,
+        webhook=webhook,
         extra_env={"KUBECONFIG": str(kubeconfig)},
         extra_args=lease,
         name="shutdown",
